@@ -1,0 +1,109 @@
+"""``asa-beam``: run, check and explain ASA jobs on Apache Beam; serve the local model; tune batches.
+
+    asa-beam run JOB.yaml [--input NAME=PATH] [--output NAME=PATH] [Beam options, e.g. --runner DirectRunner]
+    asa-beam check JOB.yaml
+    asa-beam explain JOB.yaml
+    asa-beam serve-model [--port N] [--style records|arrays]
+    asa-beam tune-batch JOB.yaml FUNCTION
+
+Exit codes: 0 when the job ran (even with dead-lettered rows); 2 for a bad job, query or
+function configuration (one paragraph, no traceback); 3 when an endpoint stopped the job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from transforms.errors import AsaError, EndpointConfigError
+
+EXIT_BAD_JOB = 2
+EXIT_ENDPOINT = 3
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="asa-beam", description="Azure Stream Analytics queries on Apache Beam")
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a job (unknown options go to Beam)")
+    run.add_argument("job")
+    run.add_argument("--input", action="append", default=[], metavar="NAME=PATH")
+    run.add_argument("--output", action="append", default=[], metavar="NAME=PATH")
+    run.add_argument("--quiet", action="store_true", help="no summary")
+    for name, helptext in (("check", "parse and bind the job; read no data"),
+                           ("explain", "print the plan and the PTransforms it becomes")):
+        c = sub.add_parser(name, help=helptext)
+        c.add_argument("job")
+    sub.add_parser("serve-model", help="start the local Azure ML inference server", add_help=False)
+    sub.add_parser("tune-batch", help="probe an endpoint to choose batch_size", add_help=False)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "serve-model":
+        from pipelines.serving.server import main as serve_main
+
+        return serve_main(argv[1:]) or 0
+    if argv and argv[0] == "tune-batch":
+        from pipelines.tune import main as tune_main
+
+        return _guard(lambda: tune_main(argv[1:]) or 0)
+    args, beam_args = _parser().parse_known_args(argv)
+    if args.command != "run" and beam_args:
+        _parser().error(f"unrecognized arguments: {' '.join(beam_args)}")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "check":
+        return _guard(lambda: _check(args.job))
+    if args.command == "explain":
+        return _guard(lambda: _explain(args.job))
+    return _guard(lambda: _run(args, beam_args))
+
+
+def _guard(action) -> int:
+    try:
+        return action()
+    except EndpointConfigError as e:
+        print(f"asa-beam: {e}", file=sys.stderr)
+        return EXIT_ENDPOINT
+    except AsaError as e:
+        print(f"asa-beam: {e}", file=sys.stderr)
+        return EXIT_BAD_JOB
+
+
+def _check(job_path: str) -> int:
+    from pipelines.job import load_job
+
+    job = load_job(job_path)
+    plan = job.check()
+    print(f"OK: {job.path.name}: {len(plan.inputs)} input(s) read ({', '.join(plan.inputs)}), "
+          f"{len(plan.steps)} step(s), output(s) {', '.join(plan.output_names())}"
+          + (f", functions {', '.join(plan.functions_used())}" if plan.functions_used() else ""))
+    return 0
+
+
+def _explain(job_path: str) -> int:
+    from pipelines.job import load_job
+    from pipelines.run import describe_pipeline
+
+    job = load_job(job_path)
+    job.check()
+    print(describe_pipeline(job))
+    return 0
+
+
+def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from pipelines.job import load_job
+    from pipelines.run import format_summary, run_job
+
+    job = load_job(args.job, args.input, args.output)
+    job.check()  # every configuration problem before any data is read
+    summary = run_job(job, beam_args)
+    if not args.quiet:
+        print(format_summary(job, summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

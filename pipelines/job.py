@@ -1,0 +1,181 @@
+"""The job file: query, inputs, outputs, functions and the dead-letter output (validated).
+
+::
+
+    query: query.asaql            # a path, or the query text inline
+    inputs:
+      input: {path: data/trips*.jsonl, format: json}   # json | csv | avro | parquet; default from the extension
+    outputs:
+      output: {path: out/scored, format: json}         # a prefix: <prefix>-00000-of-0000N.<ext>
+    functions: {}
+    dead_letter: {path: out/failed, format: json}      # optional; default <first output dir>/dead_letter
+
+Paths are relative to the job file. ``--input NAME=PATH`` / ``--output NAME=PATH`` override them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from transforms.errors import JobConfigError
+from transforms.functions.registry import FunctionRegistry
+from transforms.query.lower import lower
+from transforms.query.parser import parse
+from transforms.query.plan import Plan
+
+_QUERY_SUFFIXES = (".asaql", ".sql", ".txt")
+
+
+@dataclass(frozen=True)
+class FileSpec:
+    name: str
+    path: str
+    format: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Job:
+    path: Path
+    query: str
+    query_file: Path | None
+    inputs: dict[str, FileSpec]
+    outputs: dict[str, FileSpec]
+    dead_letter: FileSpec
+    functions_config: dict[str, Any]
+    _functions: FunctionRegistry | None = None
+    _plan: Plan | None = None
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    def functions(self) -> FunctionRegistry:
+        if self._functions is None:
+            self._functions = FunctionRegistry.from_config(self.functions_config, self.base_dir)
+        return self._functions
+
+    def plan(self) -> Plan:
+        """Parse and bind the query against the declared inputs, outputs and functions."""
+        if self._plan is None:
+            self._plan = lower(parse(self.query), self.functions(), self.inputs.keys(), self.outputs.keys())
+        return self._plan
+
+    def check(self) -> Plan:
+        """Everything that can be checked without reading data (functions' configs included)."""
+        plan = self.plan()
+        used = {n.lower() for n in plan.functions_used()}
+        for fn in self.functions():
+            if fn.alias.lower() in used:
+                fn.validate()
+        unused = [n for n in self.inputs if n.lower() not in {i.lower() for i in plan.inputs}]
+        del unused  # an input the query does not read is allowed (ASA allows it too)
+        return plan
+
+
+def _format_of(path: str, given: Any, what: str) -> str:
+    from transforms.io import FORMATS, format_from_path
+
+    if given is not None:
+        fmt = str(given).lower()
+        if fmt not in FORMATS:
+            raise JobConfigError(f"{what}: unknown format '{given}'; expected one of {', '.join(FORMATS)}")
+        return fmt
+    try:
+        return format_from_path(path)
+    except ValueError as e:
+        raise JobConfigError(f"{what}: {e}; set 'format'") from None
+
+
+def _file_spec(name: str, spec: Any, base: Path, what: str, override: str | None,
+               default_format: str | None) -> FileSpec:
+    if isinstance(spec, str):
+        spec = {"path": spec}
+    if not isinstance(spec, Mapping):
+        raise JobConfigError(f"{what} '{name}': expected a mapping with 'path' (and optionally 'format')")
+    path = override or spec.get("path")
+    if not path:
+        raise JobConfigError(f"{what} '{name}': 'path' is missing")
+    full = str(Path(os.path.expanduser(str(path))) if Path(str(path)).is_absolute() or override else base / str(path))
+    given = spec.get("format")
+    if given is None and default_format is not None:
+        try:
+            fmt = _format_of(full, None, f"{what} '{name}'")
+        except JobConfigError:
+            fmt = default_format
+    else:
+        fmt = _format_of(full, given, f"{what} '{name}'")
+    options = {k: v for k, v in spec.items() if k not in ("path", "format")}
+    return FileSpec(name, full, fmt, options)
+
+
+def _overrides(pairs: Sequence[str], what: str) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        name, sep, path = pair.partition("=")
+        if not sep or not name or not path:
+            raise JobConfigError(f"--{what} expects NAME=PATH, got '{pair}'")
+        out[name.lower()] = str(Path(path).absolute())
+    return out
+
+
+def load_job(path: str | Path, inputs: Sequence[str] = (), outputs: Sequence[str] = ()) -> Job:
+    """Read and validate a job file; raises JobConfigError with a clear message."""
+    job_path = Path(path).absolute()
+    try:
+        text = job_path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise JobConfigError(f"cannot read job file {path}: {e.strerror}") from None
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise JobConfigError(f"job file {path} is not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    if not isinstance(doc, Mapping):
+        raise JobConfigError(f"job file {path}: expected a mapping with query, inputs and outputs")
+    unknown = set(doc) - {"query", "inputs", "outputs", "functions", "dead_letter", "name", "description"}
+    if unknown:
+        raise JobConfigError(f"job file {path}: unknown key(s): {', '.join(sorted(unknown))}")
+    base = job_path.parent
+    query = doc.get("query")
+    if not isinstance(query, str) or not query.strip():
+        raise JobConfigError(f"job file {path}: 'query' must be a query or the path of a query file")
+    query_file = None
+    candidate = base / query.strip()
+    if "\n" not in query.strip() and (query.strip().lower().endswith(_QUERY_SUFFIXES) or candidate.is_file()):
+        if not candidate.is_file():
+            raise JobConfigError(f"job file {path}: query file {candidate} does not exist")
+        query_file = candidate
+        query = candidate.read_text(encoding="utf-8")
+    in_over = _overrides(inputs, "input")
+    out_over = _overrides(outputs, "output")
+    raw_inputs = doc.get("inputs") or {}
+    raw_outputs = doc.get("outputs") or {}
+    if not isinstance(raw_inputs, Mapping) or not raw_inputs:
+        raise JobConfigError(f"job file {path}: 'inputs' must name at least one input")
+    if not isinstance(raw_outputs, Mapping) or not raw_outputs:
+        raise JobConfigError(f"job file {path}: 'outputs' must name at least one output")
+    for over, declared, what in ((in_over, raw_inputs, "input"), (out_over, raw_outputs, "output")):
+        missing = set(over) - {str(n).lower() for n in declared}
+        if missing:
+            raise JobConfigError(f"--{what} names unknown {what}(s): {', '.join(sorted(missing))}")
+    ins = {str(n): _file_spec(str(n), s, base, "input", in_over.get(str(n).lower()), None)
+           for n, s in raw_inputs.items()}
+    outs = {str(n): _file_spec(str(n), s, base, "output", out_over.get(str(n).lower()), "json")
+            for n, s in raw_outputs.items()}
+    dl_spec = doc.get("dead_letter")
+    if dl_spec is None:
+        first = next(iter(outs.values()))
+        dl_spec = {"path": str(Path(first.path).parent / "dead_letter"), "format": "json"}
+    dead_letter = _file_spec("dead_letter", dl_spec, base, "dead_letter", None, "json")
+    functions = doc.get("functions") or {}
+    if not isinstance(functions, Mapping):
+        raise JobConfigError(f"job file {path}: 'functions' must be a mapping of alias → settings")
+    return Job(job_path, query, query_file, ins, outs, dead_letter, dict(functions))

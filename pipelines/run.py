@@ -1,0 +1,157 @@
+"""A job → a Beam pipeline: read inputs → AsaQuery → write outputs, dead letters to their own output."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.metrics.metric import MetricsFilter
+
+from pipelines.job import Job
+from pipelines.runners import make_runner, pipeline_options
+from transforms.errors import EndpointConfigError
+from transforms.query.compile import AsaQuery
+from transforms.query.plan import SelectStep
+
+
+@dataclass
+class RunSummary:
+    counters: dict[str, int] = field(default_factory=dict)
+    distributions: dict[str, Any] = field(default_factory=dict)
+
+    def prefixed(self, prefix: str) -> dict[str, int]:
+        return {k[len(prefix):]: v for k, v in sorted(self.counters.items()) if k.startswith(prefix)}
+
+
+def build_pipeline(job: Job, pipeline: beam.Pipeline) -> None:
+    """Add the job's transforms to ``pipeline``."""
+    from transforms.io import ReadRows, WriteDeadLetters, WriteRows
+
+    plan = job.plan()
+    read_failed = []
+    sources = {}
+    for name in plan.inputs:
+        spec = next(s for n, s in job.inputs.items() if n.lower() == name.lower())
+        out = pipeline | f"Read {name}" >> ReadRows(spec.path, spec.format, name=name, **dict(spec.options))
+        sources[name] = out["rows"]
+        read_failed.append(out["failed"])
+    outputs = sources | "Query" >> AsaQuery(plan, job.functions())
+    for name, pcoll in outputs.items():
+        spec = next(s for n, s in job.outputs.items() if n.lower() == name.lower())
+        columns = _static_columns(job, name)
+        kwargs = dict(spec.options)
+        if columns is not None and spec.format == "csv":
+            kwargs.setdefault("columns", list(columns))
+        pcoll | f"Write {name}" >> WriteRows(spec.path, spec.format, name=name, **kwargs)
+    failed = (*read_failed, outputs.failed) | "All dead letters" >> beam.Flatten()
+    failed | "Write dead letters" >> WriteDeadLetters(job.dead_letter.path, job.dead_letter.format)
+
+
+def _static_columns(job: Job, output: str) -> tuple[str, ...] | None:
+    plan = job.plan()
+    steps = [plan.step(o.step) for o in plan.outputs if o.output == output]
+    cols = {s.static_columns for s in steps}
+    return cols.pop() if len(cols) == 1 else None
+
+
+def run_job(job: Job, beam_args: Sequence[str] = ()) -> RunSummary:
+    options = pipeline_options(beam_args)
+    pipeline = beam.Pipeline(runner=make_runner(options), options=options)
+    build_pipeline(job, pipeline)
+    try:
+        result = pipeline.run()
+        result.wait_until_finish()
+    except Exception as e:
+        endpoint_error = find_endpoint_error(e)
+        if endpoint_error is not None:
+            raise endpoint_error from None
+        raise
+    return collect_metrics(result)
+
+
+_ENDPOINT_RE = re.compile(r"function '([^']+)': endpoint (\S+) answered HTTP (\d+)(?: \(([^)]*)\))?")
+
+
+def find_endpoint_error(exc: BaseException) -> EndpointConfigError | None:
+    """The EndpointConfigError behind a runner's wrapped exception, if that is what stopped the job."""
+    seen = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, EndpointConfigError):
+            return e
+        e = e.__cause__ or e.__context__
+    m = _ENDPOINT_RE.search(str(exc))
+    if m:
+        return EndpointConfigError(m.group(1), m.group(2), int(m.group(3)), m.group(4) or "")
+    return None
+
+
+def collect_metrics(result: Any) -> RunSummary:
+    summary = RunSummary()
+    try:
+        metrics = result.metrics().query(MetricsFilter().with_namespace("asa"))
+    except (NotImplementedError, AttributeError):  # e.g. the Dask runner has no metrics
+        return summary
+    for c in metrics.get("counters", []):
+        value = c.committed if c.committed is not None else c.attempted
+        summary.counters[c.key.metric.name] = summary.counters.get(c.key.metric.name, 0) + (value or 0)
+    for d in metrics.get("distributions", []):
+        value = d.committed if d.committed is not None else d.attempted
+        summary.distributions[d.key.metric.name] = value
+    return summary
+
+
+def format_summary(job: Job, summary: RunSummary) -> str:
+    lines = ["asa-beam: job finished"]
+    for name in job.plan().inputs:
+        lines.append(f"  read     {name}: {summary.counters.get(f'input.{name}.rows', 0)} rows")
+    for name in job.plan().output_names():
+        spec = next(s for n, s in job.outputs.items() if n.lower() == name.lower())
+        lines.append(f"  written  {name}: {summary.counters.get(f'output.{name}.rows', 0)} rows -> {spec.path}-*")
+    filtered = sum(v for k, v in summary.counters.items() if k.startswith("step.") and k.endswith(".filtered"))
+    lines.append(f"  filtered by the query: {filtered} rows")
+    dead = summary.prefixed("dead_letter.")
+    total = sum(dead.values())
+    lines.append(f"  dead-lettered: {total} rows" + (f" -> {job.dead_letter.path}-*" if total else ""))
+    for reason, n in dead.items():
+        lines.append(f"    {reason}: {n}")
+    for fn in sorted({k.split(".")[0] for k in summary.counters if k.endswith(".function_requests")}):
+        parts = [f"{label} {summary.counters.get(f'{fn}.{key}', 0)}" for key, label in (
+            ("function_requests", "requests"), ("function_events", "events"),
+            ("failed_function_requests", "failed requests"), ("retries", "retries"))]
+        lat = summary.distributions.get(f"{fn}.request_latency_ms")
+        if lat is not None and getattr(lat, "count", 0):
+            parts.append(f"latency mean {lat.mean:.1f} ms (max {lat.max} ms)")
+        lines.append(f"  udf.{fn}: " + ", ".join(parts))
+    return "\n".join(lines)
+
+
+def describe_pipeline(job: Job) -> str:
+    """``asa-beam explain``: the plan, then the PTransforms each step becomes."""
+    plan = job.plan()
+    functions = job.functions()
+    lines = ["PLAN", *("  " + line for line in str(plan).splitlines()), "", "PTRANSFORMS"]
+    for name in plan.inputs:
+        spec = next(s for n, s in job.inputs.items() if n.lower() == name.lower())
+        lines.append(f"  Read {name}: ReadRows({spec.format}: {spec.path})")
+    for step in plan.steps:
+        if isinstance(step, SelectStep):
+            parts = []
+            for c in sorted(step.calls, key=lambda c: (c.phase != "where", c.stage)):
+                fn = functions.lookup(c.function)
+                parts.append(f"udf.{c.function} [{fn.describe() if fn else '?'}]")
+            if step.calls and step.where is not None and any(c.phase == "select" for c in step.calls):
+                parts.insert(sum(1 for c in step.calls if c.phase == "where"), "Where: ParDo(EvaluateDoFn)")
+            parts.append("Select: ParDo(EvaluateDoFn)")
+            lines.append(f"  Query/{step.name} (reads {step.source}): " + " -> ".join(parts))
+        else:
+            lines.append(f"  Query/{step.name}: Flatten({', '.join(step.parts)})")
+    for name in plan.output_names():
+        spec = next(s for n, s in job.outputs.items() if n.lower() == name.lower())
+        lines.append(f"  Write {name}: WriteRows({spec.format}: {spec.path}-SSSSS-of-NNNNN)")
+    lines.append(f"  Write dead letters: WriteDeadLetters({job.dead_letter.format}: {job.dead_letter.path})")
+    return "\n".join(lines)

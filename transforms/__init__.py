@@ -1,0 +1,1 @@
+"""asa-beam: Azure Stream Analytics queries as Apache Beam transforms."""
