@@ -1,1 +1,18 @@
-"""asa-beam: Azure Stream Analytics queries as Apache Beam transforms."""
+"""asa-beam: Azure Stream Analytics queries as Apache Beam transforms.
+
+The public API: ``AsaQuery`` (a whole query as a PTransform), the function implementations
+``udf.<name>(...)`` binds to, and the ``DeadLetter`` record every failed row becomes.
+"""
+
+from transforms.deadletter import FAILED, DeadLetter, RowError
+from transforms.errors import AsaError, EndpointConfigError, FunctionConfigError, QueryError
+from transforms.functions.base import AsaFunction, CallSite, ScalarFunction
+from transforms.functions.python import PythonFunction
+from transforms.functions.registry import FunctionRegistry
+from transforms.query.compile import AsaQuery, QueryOutputs
+
+__all__ = [
+    "FAILED", "AsaError", "AsaFunction", "AsaQuery", "CallSite", "DeadLetter", "EndpointConfigError",
+    "FunctionConfigError", "FunctionRegistry", "PythonFunction", "QueryError", "QueryOutputs", "RowError",
+    "ScalarFunction",
+]

@@ -122,6 +122,7 @@ class Over(Expr):
     partition_by: tuple[Expr, ...] = ()
     limit_duration: tuple[str, Expr] | None = None
     when: Expr | None = None
+    order_by: tuple[tuple[Expr, bool], ...] = ()  # (expr, descending) for CollectTOP/TopOne/Percentile_*
     pos: Pos = _pos()
 
 

@@ -161,9 +161,9 @@ class _Lowering:
         self.inputs.setdefault(key, canonical)
         return canonical
 
-    def new_hidden(self) -> str:
+    def new_hidden(self, kind: str = "udf") -> str:
         self.hidden_counter += 1
-        return f"{HIDDEN_PREFIX}{self.hidden_counter}"
+        return f"{HIDDEN_PREFIX}{kind}{self.hidden_counter}"
 
 
 def _default_name(expr: ast.Expr, index: int) -> str:

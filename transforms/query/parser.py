@@ -162,8 +162,7 @@ class Parser:
                 table = self.table_ref()
                 self.expect_kw("on")
                 joins.append(ast.Join(kind, table, self.expr(), self.pos(t)))
-            elif self.tok.is_keyword("cross", "outer") and self.peek().kind == "ident" and \
-                    self.peek().text.lower() == "apply":
+            elif self.tok.is_keyword("cross", "outer") and self.peek().is_keyword("apply"):
                 kind = self.advance().text.lower()
                 self.advance()
                 call = self.primary()
@@ -399,11 +398,23 @@ class Parser:
         t = self.expect_kw("over")
         self.expect_op("(", "'(' after OVER")
         partition: list[ast.Expr] = []
+        order: list[tuple[ast.Expr, bool]] = []
         limit = None
         when = None
         if self.accept_kw("partition"):
             self.expect_kw("by")
             partition = self.expr_list()
+        if self.tok.kind == "ident" and self.tok.text.lower() == "order" and self.peek().is_keyword("by"):
+            self.advance()
+            self.advance()
+            while True:
+                e = self.expr()
+                desc = False
+                if self.tok.kind == "ident" and self.tok.text.lower() in ("asc", "desc"):
+                    desc = self.advance().text.lower() == "desc"
+                order.append((e, desc))
+                if not self.accept_op(","):
+                    break
         if self.accept_kw("limit"):
             d = self.tok
             if not (d.kind == "ident" and d.text.lower() == "duration"):
@@ -418,7 +429,7 @@ class Parser:
         if self.accept_kw("when"):
             when = self.expr()
         self.expect_op(")", "')' closing OVER")
-        return ast.Over(tuple(partition), limit, when, self.pos(t))
+        return ast.Over(tuple(partition), limit, when, tuple(order), self.pos(t))
 
     def case(self) -> ast.Case:
         t = self.expect_kw("case")

@@ -16,7 +16,7 @@ from typing import Any
 
 from transforms.query import ast
 
-HIDDEN_PREFIX = "\x00udf"  # hidden columns never reach an output: projections build new rows
+HIDDEN_PREFIX = "\x00"  # hidden columns (UDF results, event time, group keys, ...) never reach an output
 
 
 # -- bound expression leaves (the other node types are reused from ast with bound children) ---

@@ -1,0 +1,1 @@
+"""Runnable example jobs and the synthetic data they read."""
