@@ -162,3 +162,35 @@ def test_gzip_csv_input(tmp_path):
     assert sorted(r["id"] for r in read_output(tmp_path / "out" / "r", "json")) == ["1", "3"]
     dead = read_output(tmp_path / "out" / "dead_letter", "json")
     assert [d["reason"] for d in dead] == ["malformed_csv"] and "2,c" in dead[0]["raw"]
+
+
+def test_javascript_udf_from_the_job_file(tmp_path):
+    """The seed's createArray as a .js file; a throwing row is dead-lettered, the rest flow."""
+    (tmp_path / "createArray.js").write_text(
+        "function createArray(vendorid, weekday, pickuphour, passenger, distance) {\n"
+        "  if (distance < 0) { throw new Error('negative distance'); }\n"
+        "  return [vendorid, weekday, pickuphour, passenger, distance];\n}\n")
+    rows = [dict(r) for r in trips(50)]
+    rows[3]["distance"] = -1.0
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    q = ("WITH ModelInput AS (SELECT tripid, udf.createArray(vendorid, weekday, pickuphour, passenger, distance)"
+         " AS inputArray FROM src)\nSELECT tripid, inputArray INTO result FROM ModelInput WHERE inputArray IS NOT NULL")
+    extra = "functions:\n  createArray: {type: javascript, script: createArray.js, output_type: array}\n"
+    j = job(tmp_path, q, {"src": "in.jsonl"}, {"result": ("out/r", "json")}, extra)
+    assert main(["run", str(j)]) == 0
+    got = {r["tripid"]: r["inputArray"] for r in read_output(tmp_path / "out" / "r", "json")}
+    fields = ("vendorid", "weekday", "pickuphour", "passenger", "distance")
+    assert got == {r["tripid"]: [r[f] for f in fields] for r in rows if r["distance"] >= 0}
+    (dead,) = read_output(tmp_path / "out" / "dead_letter", "json")
+    assert dead["reason"] == "js_error" and "negative distance" in dead["message"] and "line 2" in dead["message"]
+    assert dead["step"] == "ModelInput" and dead["row"]["tripid"] == 3
+
+
+def test_javascript_syntax_error_fails_check_with_line(tmp_path, capsys):
+    (tmp_path / "f.js").write_text("function f(x) {\n  return x +;\n}\n")
+    extra = "functions:\n  f: {type: javascript, script: f.js}\n"
+    j = job(tmp_path, "SELECT udf.f(id) AS y INTO result FROM src", {"src": "in.jsonl"},
+            {"result": ("out/r", "json")}, extra)
+    assert main(["check", str(j)]) == 2
+    err = capsys.readouterr().err
+    assert "line 2" in err and "Traceback" not in err

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms.deadletter import FAILED, RowError
 
@@ -123,7 +122,7 @@ class _CallInProcessDoFn(beam.DoFn):
     def start_bundle(self):
         self._pending: list[tuple[dict, tuple, Any, Any]] = []
 
-    def process(self, row, timestamp=beam.DoFn.TimestampParam, window=beam.DoFn.WindowParam):
+    def process(self, row, wv=beam.DoFn.WindowedValueParam):
         site = self._site
         if site.guard is not None and not site.guard(row):
             yield {**row, site.column: None}
@@ -133,7 +132,9 @@ class _CallInProcessDoFn(beam.DoFn):
         except RowError as e:
             yield beam.pvalue.TaggedOutput(FAILED, e.dead_letter(site.step, row))
             return
-        self._pending.append((row, args, timestamp, window))
+        # Keep the element's WindowedValue: results leave later (at a chunk boundary or in
+        # finish_bundle) and must keep their own timestamp and windows.
+        self._pending.append((row, args, wv))
         if len(self._pending) >= self._function.chunk_size:
             yield from self._flush()
 
@@ -150,12 +151,12 @@ class _CallInProcessDoFn(beam.DoFn):
         except RowError as e:
             results = [e] * len(pending)
         self._calls.inc(len(pending))
-        for (row, _, ts, win), result in zip(pending, results, strict=True):
+        for (row, _, wv), result in zip(pending, results, strict=True):
             if isinstance(result, RowError):
-                out = beam.pvalue.TaggedOutput(FAILED, WindowedValue(result.dead_letter(site.step, row), ts, [win]))
+                out = beam.pvalue.TaggedOutput(FAILED, wv.with_value(result.dead_letter(site.step, row)))
             else:
                 # A new dict: the input row may be shared with another consumer of the PCollection.
-                out = WindowedValue({**row, site.column: result}, ts, [win])
+                out = wv.with_value({**row, site.column: result})
             yield out
 
     def teardown(self):
