@@ -7,7 +7,7 @@ from transforms.functions.python import PythonFunction
 from transforms.functions.registry import FunctionRegistry
 from transforms.query.lower import lower
 from transforms.query.parser import parse
-from transforms.query.plan import FieldRef, HiddenRef, RowRef, SelectStep, UnionStep
+from transforms.query.plan import TS_COLUMN, FieldRef, HiddenRef, RowRef, SelectStep, UnionStep, WindowDef
 
 FUNCS = FunctionRegistry([PythonFunction("score", lambda x: x, arity=(1, 1)),
                           PythonFunction("createArray", lambda *a: list(a))])
@@ -35,7 +35,7 @@ def test_alias_alone_is_the_whole_row():
     p = plan("""WITH Dataframe AS (SELECT vendorid, distance FROM input)
         SELECT udf.score(Dataframe) AS result INTO output FROM Dataframe WHERE Dataframe IS NOT NULL""")
     final = p.steps[1]
-    assert final.calls[0].args == (RowRef(),)
+    assert final.calls[0].args == (RowRef(True),)
 
 
 def test_nested_calls_get_later_stages():
@@ -86,8 +86,18 @@ def test_step_read_by_two_statements_is_one_step():
     ("SELECT a, a INTO output FROM input", 1, 11, "selected twice"),
     ("SELECT CAST(a AS money) INTO output FROM input", 1, 8, "unknown ASA type 'money'"),
     ("SELECT DATEADD(fortnight, 1, t) INTO output FROM input", 1, 16, "fortnight"),
-    ("SELECT COUNT(*) INTO output FROM input", 1, 8, "not supported yet"),
-    ("SELECT a INTO output FROM input GROUP BY a", 1, 42, "GROUP BY is not supported yet"),
+    ("SELECT b, COUNT(*) INTO output FROM input GROUP BY a, TumblingWindow(minute, 1)", 1, 8,
+     "'b' must appear in GROUP BY or inside an aggregate"),
+    ("SELECT COUNT(*) INTO output FROM input WHERE SUM(a) > 1", 1, 46, "aggregate SUM needs GROUP BY"),
+    ("SELECT a INTO output FROM input GROUP BY a, TumblingWindow(fortnight, 1)", 1, 60, "expected a time unit"),
+    ("SELECT a INTO output FROM input GROUP BY a, TumblingWindow(day, 8)", 1, 65, "longer than 7 days"),
+    ("SELECT a INTO output FROM input GROUP BY a, HoppingWindow(minute, 5, 10)", 1, 70, "hop size"),
+    ("SELECT a INTO output FROM input GROUP BY a HAVING b > 1", 1, 51, "'b' must appear in GROUP BY"),
+    ("SELECT SUM(COUNT(a)) INTO output FROM input GROUP BY a", 1, 12, "cannot be nested"),
+    ("SELECT a INTO output FROM input HAVING a > 1", 1, 42, "HAVING needs GROUP BY"),
+    ("SELECT a.x INTO output FROM input a JOIN input b ON a.x = b.x", 1, 37, "must bound time with DATEDIFF"),
+    ("SELECT LAG(a) OVER (PARTITION BY k) INTO output FROM input", 1, 15, "LIMIT DURATION"),
+    ("SELECT a INTO output FROM input CROSS APPLY Foo(a) AS f", 1, 45, "GetArrayElements"),
     ("SELECT a FROM input UNION SELECT a, b FROM input", 1, 27, "same number of columns"),
     ("WITH input AS (SELECT a FROM input) SELECT a FROM input", 1, 6, "name of an input"),
     ("SELECT x.* INTO output FROM input", 1, 8, "does not name the FROM source"),
@@ -97,3 +107,64 @@ def test_binding_errors(query, line, column, fragment):
         plan(query)
     assert fragment in err.value.message
     assert (err.value.line, err.value.column) == (line, column)
+
+
+def test_group_by_window_keys_aggregates_and_having():
+    p = plan("""SELECT System.Timestamp() AS WindowEnd, TollId, COUNT(*) AS n, AVG(toll) AS avgToll
+        INTO output FROM input TIMESTAMP BY EntryTime
+        GROUP BY TUMBLINGWINDOW(minute, 3), tollid HAVING COUNT(*) > 2""")
+    st = p.steps[0]
+    g = st.grouping
+    assert g.window == WindowDef("tumbling", size_us=180_000_000)
+    assert g.keys == (FieldRef(("tollid",)),)
+    assert [(a.name, a.star, a.args) for a in g.aggregates] == [
+        ("COUNT", True, ()), ("AVG", False, (FieldRef(("toll",)),)), ("COUNT", True, ())]
+    assert st.timestamp_by == FieldRef(("EntryTime",))
+    names = [c.name for c in st.columns]
+    assert names == ["WindowEnd", "TollId", "n", "avgToll"]
+    assert st.columns[0].expr == HiddenRef(TS_COLUMN) and st.columns[1].expr == HiddenRef(g.key_columns[0])
+
+
+@pytest.mark.parametrize("window, expected", [
+    ("TumblingWindow(second, 10)", WindowDef("tumbling", size_us=10_000_000)),
+    ("Tumbling(Duration(hour, 1), Offset(millisecond, -1))", WindowDef("tumbling", size_us=3_600_000_000,
+                                                                        offset_us=-1000)),
+    ("HoppingWindow(minute, 10, 5)", WindowDef("hopping", size_us=600_000_000, hop_us=300_000_000)),
+    ("HOPPING(Duration(minute, 10), Hop(minute, 5), Offset(millisecond, -1))",
+     WindowDef("hopping", size_us=600_000_000, hop_us=300_000_000, offset_us=-1000)),
+    ("SlidingWindow(mi, 5)", WindowDef("sliding", size_us=300_000_000)),
+    ("SessionWindow(minute, 5, 10)", WindowDef("session", timeout_us=300_000_000, max_duration_us=600_000_000)),
+    ("Session(Timeout(second, 1), MaxDuration(second, 9))", WindowDef("session", timeout_us=1_000_000,
+                                                                       max_duration_us=9_000_000)),
+    ("System.Timestamp()", WindowDef("snapshot")),
+])
+def test_window_syntaxes(window, expected):
+    p = plan(f"SELECT COUNT(*) AS n INTO output FROM input GROUP BY {window}")
+    assert p.steps[0].grouping.window == expected
+
+
+def test_session_partition_becomes_a_key():
+    p = plan("SELECT u, COUNT(*) INTO output FROM input GROUP BY u, SessionWindow(minute, 5, 10) OVER (PARTITION BY u)")
+    assert p.steps[0].grouping.keys == (FieldRef(("u",)),)
+
+
+def test_join_keys_bound_and_residual():
+    p = plan("""SELECT A.id, B.status INTO output FROM input A TIMESTAMP BY t1
+        JOIN input B TIMESTAMP BY t2 ON A.id = B.id AND DATEDIFF(minute, B, A) BETWEEN 0 AND 15 AND B.x > A.x""")
+    (j,) = p.steps[0].joins
+    assert j.bound == ("minute", -15, 0) and j.kind == "inner"
+    assert j.right_keys == (FieldRef(("id",)),) and j.timestamp_by == FieldRef(("t2",))
+    assert j.residual is not None and p.steps[0].source_key is not None
+
+
+def test_cross_apply_adds_a_source():
+    p = plan("SELECT e.id, flat.ArrayValue AS v INTO output FROM input e CROSS APPLY GetArrayElements(e.arr) AS flat")
+    (a,) = p.steps[0].applies
+    assert a.function == "GetArrayElements" and a.alias == "flat"
+
+
+def test_analytic_calls_are_hoisted():
+    p = plan("SELECT LAG(v, 2, 0) OVER (PARTITION BY k LIMIT DURATION(hour, 1)) AS prev INTO output FROM input "
+             "WHERE ISFIRST(minute, 10) OVER (PARTITION BY k) = 1")
+    kinds = [(a.kind, a.offset, a.duration_us) for a in p.steps[0].analytic]
+    assert kinds == [("isfirst", 1, 600_000_000), ("lag", 2, 3_600_000_000)]

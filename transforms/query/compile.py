@@ -8,19 +8,41 @@ before the step's final projection; every failure leaves on the FAILED side outp
 
 from __future__ import annotations
 
+import datetime as _dt
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import apache_beam as beam
+from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import Timestamp
 
+from transforms import types
 from transforms.deadletter import FAILED, DeadLetter, RowError
 from transforms.errors import QueryError
 from transforms.functions.base import ROWS, AsaFunction, CallSite
 from transforms.functions.registry import FunctionRegistry
-from transforms.query.expressions import CompiledFunction, compile_args, compile_predicate, compile_projection
+from transforms.query.expressions import (
+    CompiledFunction,
+    compile_args,
+    compile_predicate,
+    compile_predicate_3vl,
+    compile_projection,
+)
 from transforms.query.lower import lower
 from transforms.query.parser import parse
-from transforms.query.plan import HIDDEN_PREFIX, OutputColumn, Plan, SelectStep, UdfCall, UnionStep
+from transforms.query.plan import (
+    HIDDEN_PREFIX,
+    SOURCE_PREFIX,
+    TS_COLUMN,
+    ApplyDef,
+    JoinDef,
+    OutputColumn,
+    Plan,
+    SelectStep,
+    UdfCall,
+    UnionStep,
+    to_sql,
+)
 
 
 class EvaluateDoFn(beam.DoFn):
@@ -51,35 +73,115 @@ class EvaluateDoFn(beam.DoFn):
 
 
 class SelectStepTransform(beam.PTransform):
-    """One SELECT step: UDF call stages, WHERE, then the projection.
+    """One SELECT step: event time, JOIN/APPLY, analytic functions, UDF call stages, WHERE,
+    GROUP BY with windows and aggregates, HAVING, then the projection.
 
-    >>> # rows | "ModelInput" >> SelectStepTransform(plan.step("ModelInput"), registry)
-    Returns ``{"rows": ..., "failed": ...}``.
+    Applied to the step's source PCollection (or a tuple: the source, then one per JOIN)::
+
+        out = rows | "ModelInput" >> SelectStepTransform(plan.step("ModelInput"), registry)
+        out["rows"], out["failed"]
     """
 
-    def __init__(self, step: SelectStep, functions: FunctionRegistry):
+    def __init__(self, step: SelectStep, functions: FunctionRegistry, reads_input: bool = False):
         super().__init__()
         self.step = step
         self.functions = functions
+        self.reads_input = reads_input
 
-    def expand(self, rows):
+    def expand(self, pcolls):
         step = self.step
+        primary, others = (pcolls[0], pcolls[1:]) if isinstance(pcolls, tuple) else (pcolls, ())
         failed: list[Any] = []
-        where_calls = [c for c in step.calls if c.phase == "where"]
-        select_calls = [c for c in step.calls if c.phase == "select"]
+        rows = self._event_time(primary, step.timestamp_by, "Timestamp by", failed)
+        if step.source_key is not None:
+            rows = rows | "Sources" >> beam.Map(_wrap, step.source_key)
+        for join, other in zip(step.joins, others, strict=True):
+            rows = self._join(rows, join, other, failed)
+        for apply in step.applies:
+            out = rows | f"{apply.kind.capitalize()} apply {apply.alias}" >> beam.ParDo(
+                ApplyDoFn(step.name, apply, compile_args([apply.arg]))).with_outputs(FAILED, main=ROWS)
+            failed.append(out[FAILED])
+            rows = out[ROWS]
+        if step.uses_timestamp:
+            rows = rows | "System.Timestamp()" >> beam.ParDo(_AttachTimestamp())
+        if step.analytic:
+            rows = self._analytic(rows, failed)
+        phases = {ph: [c for c in step.calls if c.phase == ph] for ph in ("where", "select", "group", "post")}
         where = step.where
-        if where_calls:
-            rows = self._call_stages(rows, where_calls, failed)
-        if select_calls:
-            if where is not None:
-                rows = self._evaluate(rows, "Where", compile_projection([OutputColumn(None, None)], where), failed)
-                where = None
-            rows = self._call_stages(rows, select_calls, failed)
+        if phases["where"]:
+            rows = self._call_stages(rows, phases["where"], failed)
+        later = phases["select"] or phases["group"] or step.grouping is not None
+        if later and where is not None:
+            rows = self._evaluate(rows, "Where", compile_projection([OutputColumn(None, None)], where), failed)
+            where = None
+        rows = self._call_stages(rows, phases["select"] + phases["group"], failed)
+        if step.grouping is not None:
+            rows = self._aggregate(rows, failed)
+            rows = self._call_stages(rows, phases["post"], failed)
+            where = step.grouping.having
         rows = self._evaluate(rows, "Select", compile_projection(step.columns, where), failed)
         return {ROWS: rows, FAILED: _flatten(failed, rows.pipeline, "Failed")}
 
+    def _event_time(self, rows, timestamp_by, label: str, failed: list):
+        if timestamp_by is not None:
+            out = rows | label >> beam.ParDo(
+                AssignTimestampDoFn(self.step.name, compile_args([timestamp_by]))).with_outputs(FAILED, main=ROWS)
+            failed.append(out[FAILED])
+            return out[ROWS]
+        if self.reads_input and self.step.needs_event_time:
+            # No TIMESTAMP BY: ASA uses the arrival time (EventEnqueuedUtcTime); for files, the time read.
+            return rows | f"{label} (arrival time)" >> beam.ParDo(_ArrivalTime())
+        return rows
+
     def _evaluate(self, rows, label: str, fn: CompiledFunction, failed: list):
         out = rows | label >> beam.ParDo(EvaluateDoFn(self.step.name, fn)).with_outputs(FAILED, main=ROWS)
+        failed.append(out[FAILED])
+        return out[ROWS]
+
+    def _join(self, rows, join: JoinDef, other, failed: list):
+        from transforms.query.joins import IntervalJoin, ReferenceJoin, TimeBound
+
+        label = f"{'Left join' if join.kind == 'left' else 'Join'} {join.alias}"
+        other = self._event_time(other, join.timestamp_by, f"{label}: timestamp by", failed)
+        left_key = compile_args(join.left_keys)
+        right_key = compile_args(join.right_keys)
+        residual = _PairPredicate(compile_predicate_3vl(join.residual), join.key) if join.residual is not None else None
+        if join.reference:
+            out = rows | label >> ReferenceJoin(other, left_key, right_key, join.kind, residual, self.step.name)
+        else:
+            unit, lo, hi = join.bound
+            bound = TimeBound.between(unit, lo, hi)
+            out = (rows, other) | label >> IntervalJoin(left_key, right_key, bound, join.kind, residual, self.step.name)
+        failed.append(out[FAILED])
+        return out[ROWS] | f"{label}: merge" >> beam.Map(_merge_pair, join.key)
+
+    def _analytic(self, rows, failed: list):
+        from transforms.query.analytic import AnalyticCall, AnalyticFunctions
+
+        partitions: dict[str, Any] = {}
+        calls = []
+        for a in self.step.analytic:
+            part = None
+            if a.partition:
+                text = "|".join(map(to_sql, a.partition)).lower()
+                part = partitions.setdefault(text, compile_args(a.partition))
+            calls.append(AnalyticCall(
+                a.kind, a.column,
+                value=_First(compile_args([a.value])) if a.value is not None else None,
+                offset=a.offset,
+                partition=part,
+                duration_us=a.duration_us,
+                when=compile_predicate_3vl(a.when) if a.when is not None else None,
+                default_fn=_First(compile_args([a.default])) if a.default is not None else None,
+            ))
+        out = rows | "Analytic functions" >> AnalyticFunctions(calls, self.step.name)
+        failed.append(out[FAILED])
+        return out[ROWS]
+
+    def _aggregate(self, rows, failed: list):
+        from transforms.query.aggregation import GroupAndAggregate
+
+        out = rows | "Group by" >> GroupAndAggregate(self.step.name, self.step.grouping)
         failed.append(out[FAILED])
         return out[ROWS]
 
@@ -99,6 +201,116 @@ class SelectStepTransform(beam.PTransform):
             failed.append(out[FAILED])
             rows = out[ROWS]
         return rows
+
+
+class AssignTimestampDoFn(beam.DoFn):
+    """TIMESTAMP BY: the row's event time becomes its Beam timestamp; a NULL or bad time is a row error."""
+
+    def __init__(self, step: str, fn: CompiledFunction):
+        self._step = step
+        self._compiled = fn
+
+    def setup(self):
+        self._fn = self._compiled.fn
+
+    def process(self, row):
+        try:
+            (value,) = self._fn(row)
+            if value is None:
+                raise RowError("invalid_timestamp", "TIMESTAMP BY gave NULL")
+            try:
+                when = types.to_datetime(value)
+            except RowError as e:
+                raise RowError("invalid_timestamp", f"TIMESTAMP BY: {e.message}") from None
+        except RowError as e:
+            yield beam.pvalue.TaggedOutput(FAILED, e.dead_letter(self._step, row))
+            return
+        yield TimestampedValue(row, Timestamp.from_utc_datetime(when))
+
+
+class _ArrivalTime(beam.DoFn):
+    def process(self, row):
+        yield TimestampedValue(row, Timestamp.now())
+
+
+class _AttachTimestamp(beam.DoFn):
+    """Puts the element's event time where ``System.Timestamp()`` reads it."""
+
+    def process(self, row, ts=beam.DoFn.TimestampParam):
+        yield {**row, TS_COLUMN: timestamp_to_datetime(ts)}
+
+
+class ApplyDoFn(beam.DoFn):
+    """CROSS/OUTER APPLY GetArrayElements(array) / GetRecordProperties(record): one row per element."""
+
+    def __init__(self, step: str, apply: ApplyDef, arg: CompiledFunction):
+        self._step = step
+        self._apply = apply
+        self._compiled = arg
+
+    def setup(self):
+        self._fn = self._compiled.fn
+
+    def process(self, row):
+        a = self._apply
+        try:
+            (value,) = self._fn(row)
+            if value is None:
+                items = []
+            elif a.function == "GetArrayElements":
+                if not isinstance(value, list):
+                    raise RowError("type_error", f"GetArrayElements needs an array, got {types.type_of(value)}")
+                items = [{"ArrayIndex": i, "ArrayValue": v} for i, v in enumerate(value)]
+            else:
+                if not isinstance(value, dict):
+                    raise RowError("type_error", f"GetRecordProperties needs a record, got {types.type_of(value)}")
+                items = [{"PropertyName": k, "PropertyValue": v} for k, v in value.items()]
+        except RowError as e:
+            yield beam.pvalue.TaggedOutput(FAILED, e.dead_letter(self._step, _unwrap(row)))
+            return
+        if not items and a.kind == "outer":
+            items = [None]
+        for item in items:
+            yield {**row, a.key: item}
+
+
+class _PairPredicate:
+    """A JOIN's residual ON condition, evaluated on the joined row."""
+
+    def __init__(self, fn: CompiledFunction, key: str):
+        self.fn = fn
+        self.key = key
+
+    def __call__(self, left: dict, right: dict) -> bool | None:
+        return self.fn({**left, self.key: right})
+
+
+class _First:
+    """The first value of a compiled argument tuple: a one-expression callable."""
+
+    def __init__(self, fn: CompiledFunction):
+        self.fn = fn
+
+    def __call__(self, row: dict) -> Any:
+        return self.fn(row)[0]
+
+
+def _wrap(row: dict, key: str) -> dict:
+    return {key: row}
+
+
+def _unwrap(row: dict) -> dict:
+    """A composite row (JOIN/APPLY) as a dead letter shows it: its sources by alias."""
+    return {k[len(SOURCE_PREFIX):] if k.startswith(SOURCE_PREFIX) else k: v for k, v in row.items()}
+
+
+def _merge_pair(pair: tuple, key: str) -> dict:
+    left, right = pair
+    return {**left, key: right}
+
+
+def timestamp_to_datetime(ts: Timestamp) -> _dt.datetime:
+    return _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc) + _dt.timedelta(microseconds=ts.micros)
 
 
 class UnionStepTransform(beam.PTransform):
@@ -131,8 +343,11 @@ def _flatten(pcolls: list, pipeline, label: str):
 
 
 def _clean_dead_letter(d: DeadLetter) -> DeadLetter:
+    """Dead letters show rows as the query sees them: no hidden columns, composite rows by alias."""
     if isinstance(d.row, dict) and any(k.startswith(HIDDEN_PREFIX) for k in d.row):
-        return d._replace(row={k: v for k, v in d.row.items() if not k.startswith(HIDDEN_PREFIX)})
+        return d._replace(row={k[len(SOURCE_PREFIX):] if k.startswith(SOURCE_PREFIX) else k: v
+                               for k, v in d.row.items() if k.startswith(SOURCE_PREFIX)
+                               or not k.startswith(HIDDEN_PREFIX)})
     return d
 
 
@@ -162,10 +377,12 @@ class AsaQuery(beam.PTransform):
     """
 
     def __init__(self, query: str | Plan, functions: FunctionsLike = None,
-                 inputs: Iterable[str] | None = None, outputs: Iterable[str] | None = None):
+                 inputs: Iterable[str] | None = None, outputs: Iterable[str] | None = None,
+                 reference_inputs: Iterable[str] = ()):
         super().__init__()
         self.functions = functions if isinstance(functions, FunctionRegistry) else FunctionRegistry(functions)
-        self.plan = query if isinstance(query, Plan) else lower(parse(query), self.functions, inputs, outputs)
+        self.plan = query if isinstance(query, Plan) else lower(
+            parse(query), self.functions, inputs, outputs, reference_inputs)
 
     def expand(self, pvalueish):
         plan = self.plan
@@ -184,7 +401,11 @@ class AsaQuery(beam.PTransform):
         failed: list[Any] = []
         for step in plan.steps:
             if isinstance(step, SelectStep):
-                out = computed[step.source.lower()] | step.name >> SelectStepTransform(step, self.functions)
+                reads_input = step.source.lower() in sources
+                src = computed[step.source.lower()]
+                if step.joins:
+                    src = (src, *(computed[j.source.lower()] for j in step.joins))
+                out = src | step.name >> SelectStepTransform(step, self.functions, reads_input)
                 failed.append(out[FAILED])
                 computed[step.name.lower()] = out[ROWS]
             else:

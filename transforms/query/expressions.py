@@ -19,7 +19,7 @@ from typing import Any
 
 from transforms import types
 from transforms.query import ast, runtime
-from transforms.query.plan import BuiltinCall, FieldRef, HiddenRef, OutputColumn, RowRef, Truth
+from transforms.query.plan import AnyFieldRef, BuiltinCall, FieldRef, HiddenRef, OutputColumn, RowRef, Truth
 
 _BINARY = {
     "+": "_add", "-": "_sub", "*": "_mul", "/": "_div", "%": "_mod",
@@ -33,7 +33,9 @@ _HELPERS = {
     "_ge": runtime.ge, "_and": runtime.and_, "_or": runtime.or_, "_not": runtime.not_, "_neg": runtime.neg,
     "_like": runtime.like, "_likec": runtime.like_compiled, "_in": runtime.in_, "_between": runtime.between,
     "_ci": runtime.ci_get, "_field": runtime.field, "_path": runtime.path, "_strip": runtime.strip_hidden,
-    "_merge": runtime.merge_star, "_nn": runtime.call_nn, "_cast": types.cast, "_try_cast": types.try_cast,
+    "_merge": runtime.merge_star,
+    "_any": runtime.any_field, "_truth": runtime.truth, "_nn": runtime.call_nn,
+    "_cast": types.cast, "_try_cast": types.try_cast,
 }
 
 
@@ -94,6 +96,8 @@ class _Generator:
                     k = repr(p[0])
                     return f"(r[{k}] if {k} in r else _ci(r, {k}))"
                 return f"_path(r, {p!r})"
+            case AnyFieldRef(sources=keys, path=p):
+                return f"_any(r, {keys!r}, {p!r})"
             case HiddenRef(column=c):
                 return f"r[{c!r}]"
             case ast.Field(base=b, name=n):
@@ -152,6 +156,13 @@ def compile_predicate(expr: ast.Expr) -> CompiledFunction:
     g = _Generator()
     body = g.expr(expr)
     return CompiledFunction(f"def _f(r):\n    return {body} is True\n", g.consts)
+
+
+def compile_predicate_3vl(expr: ast.Expr) -> CompiledFunction:
+    """row → True, False or None (NULL): the condition's three-valued result."""
+    g = _Generator()
+    body = g.expr(expr)
+    return CompiledFunction(f"def _f(r):\n    return _truth({body})\n", g.consts)
 
 
 def compile_args(args: Sequence[ast.Expr]) -> CompiledFunction:

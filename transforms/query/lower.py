@@ -17,9 +17,17 @@ from transforms.query import ast
 from transforms.query import catalog as qfn
 from transforms.query.plan import (
     HIDDEN_PREFIX,
+    SOURCE_PREFIX,
+    TS_COLUMN,
+    AggregateDef,
+    AnalyticDef,
+    AnyFieldRef,
+    ApplyDef,
     BuiltinCall,
     FieldRef,
+    Grouping,
     HiddenRef,
+    JoinDef,
     OutputBinding,
     OutputColumn,
     Plan,
@@ -29,15 +37,19 @@ from transforms.query.plan import (
     Truth,
     UdfCall,
     UnionStep,
+    WindowDef,
+    to_sql,
 )
 
 DEFAULT_OUTPUT = "output"
 
 
 def lower(script: ast.Script, functions: FunctionRegistry | None = None,
-          inputs: Iterable[str] | None = None, outputs: Iterable[str] | None = None) -> Plan:
-    """Bind a parsed query. ``inputs``/``outputs``: the declared names (None: accept any name)."""
-    return _Lowering(functions or FunctionRegistry(), inputs, outputs).run(script)
+          inputs: Iterable[str] | None = None, outputs: Iterable[str] | None = None,
+          reference_inputs: Iterable[str] = ()) -> Plan:
+    """Bind a parsed query. ``inputs``/``outputs``: the declared names (None: accept any name);
+    ``reference_inputs``: inputs holding reference data (joined without a time bound)."""
+    return _Lowering(functions or FunctionRegistry(), inputs, outputs, reference_inputs).run(script)
 
 
 def _not_supported(what: str, pos: ast.Pos) -> QueryError:
@@ -45,8 +57,10 @@ def _not_supported(what: str, pos: ast.Pos) -> QueryError:
 
 
 class _Lowering:
-    def __init__(self, functions: FunctionRegistry, inputs: Iterable[str] | None, outputs: Iterable[str] | None):
+    def __init__(self, functions: FunctionRegistry, inputs: Iterable[str] | None, outputs: Iterable[str] | None,
+                 reference_inputs: Iterable[str] = ()):
         self.functions = functions
+        self.reference_inputs = {n.lower() for n in reference_inputs}
         self.declared_inputs = {n.lower(): n for n in inputs} if inputs is not None else None
         self.declared_outputs = {n.lower(): n for n in outputs} if outputs is not None else None
         self.inputs: dict[str, str] = {}  # lower → canonical
@@ -109,26 +123,45 @@ class _Lowering:
 
     # -- one SELECT --------------------------------------------------------------------------
     def select(self, name: str, sel: ast.Select) -> SelectStep:
-        for what, present, pos in (
-            ("JOIN", sel.joins, sel.joins[0].pos if sel.joins else None),
-            ("APPLY", sel.applies, sel.applies[0].pos if sel.applies else None),
-            ("GROUP BY", sel.group_by, sel.group_by[0].pos if sel.group_by else None),
-            ("HAVING", sel.having, sel.having.pos if sel.having else None),
-            ("TIMESTAMP BY", sel.source.timestamp_by, sel.source.timestamp_by.pos if sel.source.timestamp_by else None),
-            ("SELECT DISTINCT", sel.distinct, sel.pos),
-        ):
-            if present:
-                raise _not_supported(what, pos)
+        if sel.distinct:
+            raise _not_supported("SELECT DISTINCT", sel.pos)
+        multi = bool(sel.joins or sel.applies)
         source = self.bind_source(sel.source)
         alias = sel.source.alias or sel.source.name
-        scope = _Scope(self, name, source, alias)
+        if source.lower() in self.reference_inputs:
+            raise QueryError(f"'{source}' is reference data: it can only be JOINed", *sel.source.pos)
+        scope = _Scope(self, name)
+        timestamp_by = None
+        if sel.source.timestamp_by is not None:
+            timestamp_by = self.single_scope(name, alias, sel.source).bind(sel.source.timestamp_by, "where")
+        scope.add_source(alias, sel.source.name, source, SOURCE_PREFIX + alias.lower() if multi else None)
+        joins = tuple(self.join(scope, j) for j in sel.joins)
+        applies = []
+        for ap in sel.applies:
+            fname = ap.call.name.lower()
+            if fname not in ("getarrayelements", "getrecordproperties") or ap.call.namespace or len(ap.call.args) != 1:
+                raise QueryError("APPLY takes GetArrayElements(array) or GetRecordProperties(record)", *ap.call.pos)
+            arg = scope.bind(ap.call.args[0], "where")
+            key = SOURCE_PREFIX + ap.alias.lower()
+            cols = ("ArrayIndex", "ArrayValue") if fname == "getarrayelements" else ("PropertyName", "PropertyValue")
+            scope.add_source(ap.alias, ap.alias, None, key, columns=cols)
+            canonical = "GetArrayElements" if fname == "getarrayelements" else "GetRecordProperties"
+            applies.append(ApplyDef(ap.kind, canonical, arg, ap.alias, key))
         where = scope.bind(sel.where, "where") if sel.where is not None else None
+        grouping_parts = self.group_by(scope, sel) if (sel.group_by or _has_aggregate(sel)) else None
+        if grouping_parts is None and sel.having is not None:
+            raise QueryError("HAVING needs GROUP BY", *sel.having.pos)
+        phase = "post" if grouping_parts is not None else "select"
         columns: list[OutputColumn] = []
         names: list[str] = []
         static = True
         for idx, item in enumerate(sel.items, start=1):
             if isinstance(item.expr, ast.Star):
+                if grouping_parts is not None:
+                    raise QueryError("'*' cannot be used with GROUP BY", *item.pos)
                 q = item.expr.qualifier
+                if multi:
+                    raise _not_supported("'*' in a step with JOIN or APPLY", item.pos)
                 if q is not None and q.lower() not in (alias.lower(), sel.source.name.lower()):
                     raise QueryError(f"'{q}.*' does not name the FROM source ('{alias}')", *item.pos)
                 columns.append(OutputColumn(None, None))
@@ -139,11 +172,101 @@ class _Lowering:
                 raise QueryError(f"column '{col_name}' is selected twice; give one of them another name with AS",
                                  *item.pos)
             names.append(col_name)
-            columns.append(OutputColumn(col_name, scope.bind(item.expr, "select")))
-        has_calls = bool(scope.calls)
-        columns = [dataclasses.replace(c, star_strip_hidden=has_calls) if c.name is None else c for c in columns]
+            columns.append(OutputColumn(col_name, scope.bind(item.expr, phase)))
+        grouping = None
+        if grouping_parts is not None:
+            window, keys, key_columns = grouping_parts
+            having = scope.bind(sel.having, "post") if sel.having is not None else None
+            grouping = Grouping(window, keys, key_columns, tuple(scope.aggregates), having)
+        hidden = bool(scope.calls or scope.analytic or scope.uses_timestamp)
+        columns = [dataclasses.replace(c, star_strip_hidden=hidden) if c.name is None else c for c in columns]
+        needs_time = bool(grouping or joins or scope.analytic or scope.uses_timestamp)
         return SelectStep(name, source, alias, tuple(columns), where, tuple(scope.calls),
-                          tuple(names) if static else None, sel.pos)
+                          tuple(names) if static else None, sel.pos, timestamp_by,
+                          SOURCE_PREFIX + alias.lower() if multi else None, joins, tuple(applies),
+                          tuple(scope.analytic), grouping, scope.uses_timestamp and grouping is None, needs_time)
+
+    def single_scope(self, step: str, alias: str, ref: ast.TableRef) -> _Scope:
+        scope = _Scope(self, step)
+        scope.add_source(alias, ref.name, self.bind_source(ref), None)
+        scope.no_calls = "TIMESTAMP BY"
+        return scope
+
+    def join(self, scope: _Scope, j: ast.Join) -> JoinDef:
+        source = self.bind_source(j.table)
+        alias = j.table.alias or j.table.name
+        if alias.lower() in scope.aliases():
+            raise QueryError(f"alias '{alias}' is used twice in FROM", *j.table.pos)
+        reference = source.lower() in self.reference_inputs
+        timestamp_by = None
+        if j.table.timestamp_by is not None:
+            if reference:
+                raise QueryError("reference data has no TIMESTAMP BY", *j.table.timestamp_by.pos)
+            timestamp_by = self.single_scope(scope.step, alias, j.table).bind(j.table.timestamp_by, "where")
+        left_aliases = set(scope.aliases())
+        right_scope = self.single_scope(scope.step, alias, j.table)
+        right_scope.no_calls = "JOIN ... ON"
+        key = SOURCE_PREFIX + alias.lower()
+        scope.add_source(alias, j.table.name, source, key)
+        left_keys, right_keys, residual, bound = [], [], [], None
+        for conj in _conjuncts(j.on):
+            if (b := _datediff_bound(conj, left_aliases, alias.lower())) is not None:
+                if bound is not None:
+                    raise QueryError("only one DATEDIFF bound per JOIN", *conj.pos)
+                bound = b
+                continue
+            if isinstance(conj, ast.Binary) and conj.op == "=":
+                sides = (_aliases_of(conj.left, scope), _aliases_of(conj.right, scope))
+                for lhs, rhs, (la, ra) in ((conj.left, conj.right, sides), (conj.right, conj.left, sides[::-1])):
+                    if la and ra == {alias.lower()} and la <= left_aliases:
+                        scope.no_calls = "JOIN ... ON"
+                        left_keys.append(scope.bind(lhs, "where"))
+                        scope.no_calls = None
+                        right_keys.append(right_scope.bind(_unqualify(rhs, alias), "where"))
+                        break
+                else:
+                    residual.append(conj)
+                continue
+            residual.append(conj)
+        if not reference and bound is None:
+            raise QueryError("a JOIN between streams must bound time with DATEDIFF(unit, a, b) BETWEEN x AND y in ON"
+                             " (or join reference data)", *j.pos)
+        if bound is not None and reference:
+            raise QueryError("a reference-data JOIN takes no DATEDIFF bound", *j.pos)
+        if not left_keys:
+            raise _not_supported("a JOIN without an equality between the two sides in ON", j.pos)
+        scope.no_calls = "JOIN ... ON"
+        bound_residual = scope.bind(_and_all(tuple(residual)), "where") if residual else None
+        scope.no_calls = None
+        return JoinDef(j.kind, source, alias, key, timestamp_by, tuple(left_keys), tuple(right_keys), bound,
+                       bound_residual, reference)
+
+    def group_by(self, scope: _Scope, sel: ast.Select):
+        window: WindowDef | None = None
+        keys: list[ast.Expr] = []
+        key_columns: list[str] = []
+        canon: dict[str, str] = {}
+        for item in sel.group_by:
+            w = _window(item)
+            if w is not None:
+                if window is not None:
+                    raise _not_supported("more than one window in GROUP BY", item.pos)
+                window = w
+                if isinstance(item, ast.Call) and item.over is not None:
+                    for k in item.over.partition_by:  # session OVER (PARTITION BY k): part of the group key
+                        if _canon(k, scope) not in canon:
+                            self._add_key(scope, k, keys, key_columns, canon)
+                continue
+            if _canon(item, scope) not in canon:
+                self._add_key(scope, item, keys, key_columns, canon)
+        scope.group_keys = canon
+        return window, tuple(keys), tuple(key_columns)
+
+    def _add_key(self, scope: _Scope, e: ast.Expr, keys: list, key_columns: list, canon: dict) -> None:
+        column = self.new_hidden("g")
+        keys.append(scope.bind(e, "group"))
+        key_columns.append(column)
+        canon[_canon(e, scope)] = column
 
     def bind_source(self, ref: ast.TableRef) -> str:
         key = ref.name.lower()
@@ -166,6 +289,199 @@ class _Lowering:
         return f"{HIDDEN_PREFIX}{kind}{self.hidden_counter}"
 
 
+# -- helpers on syntax trees -----------------------------------------------------------------
+TIME_UNITS_US = {
+    "day": 86_400_000_000, "dd": 86_400_000_000, "d": 86_400_000_000,
+    "hour": 3_600_000_000, "hh": 3_600_000_000,
+    "minute": 60_000_000, "mi": 60_000_000, "n": 60_000_000,
+    "second": 1_000_000, "ss": 1_000_000, "s": 1_000_000,
+    "millisecond": 1_000, "ms": 1_000,
+    "microsecond": 1, "mcs": 1,
+}
+MAX_WINDOW_US = 7 * 86_400_000_000
+_WINDOWS = {"tumblingwindow": "tumbling", "tumbling": "tumbling", "hoppingwindow": "hopping", "hopping": "hopping",
+            "slidingwindow": "sliding", "sliding": "sliding", "sessionwindow": "session", "session": "session"}
+_ANALYTIC = ("lag", "isfirst", "last")
+
+
+def _is_timestamp(e: ast.Expr) -> bool:
+    if isinstance(e, ast.Call):
+        return (e.namespace or "").lower() == "system" and e.name.lower() == "timestamp" and not e.args
+    return isinstance(e, ast.Name) and tuple(p.lower() for p in e.parts) == ("system", "timestamp")
+
+
+def _unit_us(e: ast.Expr) -> tuple[str, int]:
+    if isinstance(e, ast.Name) and len(e.parts) == 1 and e.parts[0].lower() in TIME_UNITS_US:
+        return e.parts[0].lower(), TIME_UNITS_US[e.parts[0].lower()]
+    raise QueryError("expected a time unit: day, hour, minute, second, millisecond or microsecond", *e.pos)
+
+
+def _int_literal(e: ast.Expr, what: str) -> int:
+    if isinstance(e, ast.Literal) and isinstance(e.value, int) and not isinstance(e.value, bool):
+        return e.value
+    raise QueryError(f"expected a whole number for {what}", *e.pos)
+
+
+def _duration(unit: ast.Expr, size: ast.Expr, what: str, allow_negative: bool = False) -> int:
+    _, us = _unit_us(unit)
+    n = _int_literal(size, what)
+    if n < 0 and not allow_negative or n == 0 and what != "offset":
+        raise QueryError(f"{what} must be positive", *size.pos)
+    if abs(n * us) > MAX_WINDOW_US:
+        raise QueryError(f"{what} is longer than 7 days, the most ASA allows", *size.pos)
+    return n * us
+
+
+def _named_durations(args: tuple[ast.Expr, ...]) -> dict[str, int] | None:
+    """``Duration(minute, 10), Hop(minute, 5), Offset(millisecond, -1)`` → {name: µs}; None for the plain form."""
+    if not args or not all(isinstance(a, ast.Call) and not a.namespace for a in args):
+        return None
+    out = {}
+    for a in args:
+        assert isinstance(a, ast.Call)
+        key = a.name.lower()
+        if key not in ("duration", "hop", "offset", "timeout", "maxduration") or len(a.args) != 2:
+            raise QueryError(f"unexpected '{a.name}' in a window; expected Duration, Hop, Offset, Timeout "
+                             "or MaxDuration(unit, n)", *a.pos)
+        out[key] = _duration(a.args[0], a.args[1], key, allow_negative=key == "offset")
+    return out
+
+
+def _window(e: ast.Expr) -> WindowDef | None:
+    if _is_timestamp(e):
+        return WindowDef("snapshot")
+    if not isinstance(e, ast.Call) or e.namespace or e.name.lower() not in _WINDOWS:
+        return None
+    kind = _WINDOWS[e.name.lower()]
+    named = _named_durations(e.args)
+    a = e.args
+    try:
+        if kind == "tumbling":
+            if named is not None:
+                return WindowDef(kind, size_us=named["duration"], offset_us=named.get("offset", 0))
+            offset = _duration(a[0], a[2], "offset", True) if len(a) > 2 else 0
+            return WindowDef(kind, size_us=_duration(a[0], a[1], "window size"), offset_us=offset)
+        if kind == "hopping":
+            if named is not None:
+                return WindowDef(kind, size_us=named["duration"], hop_us=named["hop"], offset_us=named.get("offset", 0))
+            offset = _duration(a[0], a[3], "offset", True) if len(a) > 3 else 0
+            size, hop = _duration(a[0], a[1], "window size"), _duration(a[0], a[2], "hop size")
+            if hop > size:
+                raise QueryError("the hop size must not exceed the window size", *a[2].pos)
+            return WindowDef(kind, size_us=size, hop_us=hop, offset_us=offset)
+        if kind == "sliding":
+            if named is not None:
+                return WindowDef(kind, size_us=named["duration"])
+            return WindowDef(kind, size_us=_duration(a[0], a[1], "window size"))
+        if named is not None:
+            return WindowDef(kind, timeout_us=named["timeout"], max_duration_us=named["maxduration"])
+        timeout, maximum = _duration(a[0], a[1], "timeout"), _duration(a[0], a[2], "maximum duration")
+        if timeout > maximum:
+            raise QueryError("the session timeout must not exceed its maximum duration", *a[1].pos)
+        return WindowDef(kind, timeout_us=timeout, max_duration_us=maximum)
+    except (IndexError, KeyError):
+        raise QueryError(f"wrong arguments for {e.name}; see the ASA window syntax", *e.pos) from None
+
+
+def _walk(e: object):
+    yield e
+    if dataclasses.is_dataclass(e) and not isinstance(e, type):
+        for f in dataclasses.fields(e):
+            yield from _walk(getattr(e, f.name))
+    elif isinstance(e, tuple):
+        for x in e:
+            yield from _walk(x)
+
+
+def _has_aggregate(sel: ast.Select) -> bool:
+    exprs = [i.expr for i in sel.items] + ([sel.having] if sel.having is not None else [])
+    return any(isinstance(n, ast.Call) and not n.namespace and n.name.lower() in qfn.AGGREGATES
+               and not (n.name.lower() in ("count", "sum", "avg", "min", "max") and n.over is not None)
+               for e in exprs for n in _walk(e))
+
+
+def _conjuncts(e: ast.Expr) -> list[ast.Expr]:
+    if isinstance(e, ast.Binary) and e.op == "and":
+        return _conjuncts(e.left) + _conjuncts(e.right)
+    return [e]
+
+
+def _aliases_of(e: ast.Expr, scope: _Scope) -> set[str] | None:
+    """The FROM aliases an expression reads; None when it reads an unqualified name."""
+    found: set[str] = set()
+    aliases = scope.aliases()
+    for n in _walk(e):
+        if isinstance(n, ast.Name):
+            first = n.parts[0].lower()
+            if first not in aliases:
+                return None
+            found.add(first)
+    return found
+
+
+def _unqualify(e: ast.Expr, alias: str) -> ast.Expr:
+    """Rewrite ``alias.x`` to ``x`` (for binding against that source alone)."""
+    if isinstance(e, ast.Name) and len(e.parts) > 1 and e.parts[0].lower() == alias.lower():
+        return ast.Name(e.parts[1:], e.pos)
+    if dataclasses.is_dataclass(e):
+        changes = {}
+        for f in dataclasses.fields(e):
+            v = getattr(e, f.name)
+            if isinstance(v, ast.Expr):
+                changes[f.name] = _unqualify(v, alias)
+            elif isinstance(v, tuple) and v and all(isinstance(x, ast.Expr) for x in v):
+                changes[f.name] = tuple(_unqualify(x, alias) for x in v)
+        return dataclasses.replace(e, **changes) if changes else e
+    return e
+
+
+def _datediff_bound(e: ast.Expr, left: set[str], right: str) -> tuple[str, int, int] | None:
+    """``DATEDIFF(unit, a, b) BETWEEN lo AND hi`` → (unit, lo, hi) for right.ts − left.ts, else None."""
+    if not (isinstance(e, ast.Between) and not e.negated and isinstance(e.operand, ast.Call)
+            and e.operand.name.lower() == "datediff" and not e.operand.namespace and len(e.operand.args) == 3):
+        return None
+    unit_e, a, b = e.operand.args
+    if not all(isinstance(x, ast.Name) and len(x.parts) == 1 for x in (a, b)):
+        return None
+    unit, us = _unit_us(unit_e)
+    lo, hi = _int_literal(e.low, "the DATEDIFF bound"), _int_literal(e.high, "the DATEDIFF bound")
+    if lo > hi:
+        raise QueryError("the DATEDIFF bound is empty (low > high)", *e.pos)
+    if max(abs(lo), abs(hi)) * us > MAX_WINDOW_US:
+        raise QueryError("a JOIN's DATEDIFF bound may span at most 7 days", *e.pos)
+    first, second = a.parts[0].lower(), b.parts[0].lower()
+    if first in left and second == right:
+        return (unit, lo, hi)
+    if first == right and second in left:
+        return (unit, -hi, -lo)
+    raise QueryError("DATEDIFF in JOIN ... ON takes the two joined aliases", *e.operand.pos)
+
+
+def _canon(e: ast.Expr, scope: _Scope) -> str:
+    """A case-insensitive text for matching SELECT expressions with GROUP BY expressions."""
+    aliases = scope.aliases()
+
+    def strip(x: ast.Expr) -> ast.Expr:
+        if isinstance(x, ast.Name) and len(x.parts) > 1 and x.parts[0].lower() in aliases and len(aliases) == 1:
+            return ast.Name(x.parts[1:], x.pos)
+        return x
+
+    def rebuild(x):
+        x = strip(x) if isinstance(x, ast.Expr) else x
+        if dataclasses.is_dataclass(x) and not isinstance(x, type):
+            changes = {}
+            for f in dataclasses.fields(x):
+                v = getattr(x, f.name)
+                if isinstance(v, ast.Expr) or isinstance(v, tuple):
+                    changes[f.name] = rebuild(v)
+            return dataclasses.replace(x, **changes)
+        if isinstance(x, tuple):
+            return tuple(rebuild(v) for v in x)
+        return x
+
+    return to_sql(rebuild(e)).lower()
+
+
 def _default_name(expr: ast.Expr, index: int) -> str:
     """Name of an un-aliased SELECT item: a column keeps its (last) name, a call its function name."""
     if isinstance(expr, ast.Name):
@@ -179,18 +495,38 @@ def _default_name(expr: ast.Expr, index: int) -> str:
     return f"Column{index}"
 
 
-class _Scope:
-    """Binds the expressions of one SELECT against its single source."""
+@dataclasses.dataclass
+class _Source:
+    alias: str
+    name: str
+    key: str | None  # SOURCE_PREFIX + alias in steps with JOIN/APPLY
+    columns: tuple[str, ...] | None
 
-    def __init__(self, lowering: _Lowering, step: str, source: str, alias: str):
+
+class _Scope:
+    """Binds the expressions of one SELECT against its sources (one, or several with JOIN/APPLY)."""
+
+    def __init__(self, lowering: _Lowering, step: str):
         self.lw = lowering
         self.step = step
-        self.source = source
-        self.alias = alias
-        src = lowering.steps.get(source.lower())
-        self.columns = src.static_columns if src is not None else None
+        self.sources: list[_Source] = []
         self.calls: list[UdfCall] = []
+        self.aggregates: list[AggregateDef] = []
+        self.analytic: list[AnalyticDef] = []
+        self.group_keys: dict[str, str] | None = None
+        self.uses_timestamp = False
+        self.no_calls: str | None = None  # set where UDF calls cannot be hoisted
         self.phase = "select"
+
+    def add_source(self, alias: str, written: str, source: str | None, key: str | None,
+                   columns: tuple[str, ...] | None = None) -> None:
+        if columns is None and source is not None:
+            src = self.lw.steps.get(source.lower())
+            columns = src.static_columns if src is not None else None
+        self.sources.append(_Source(alias, written, key, columns))
+
+    def aliases(self) -> set[str]:
+        return {s.alias.lower() for s in self.sources} | {s.name.lower() for s in self.sources}
 
     def bind(self, expr: ast.Expr, phase: str) -> ast.Expr:
         self.phase = phase
@@ -201,23 +537,22 @@ class _Scope:
         if expr is None:
             return 0
         stages = {c.column: c.stage for c in self.calls}
-        best = 0
-
-        def walk(e: object) -> None:
-            nonlocal best
-            if isinstance(e, HiddenRef):
-                best = max(best, stages[e.column])
-            elif dataclasses.is_dataclass(e):
-                for f in dataclasses.fields(e):
-                    walk(getattr(e, f.name))
-            elif isinstance(e, tuple):
-                for x in e:
-                    walk(x)
-
-        walk(expr)
-        return best
+        return max([stages.get(n.column, 0) for n in _walk(expr) if isinstance(n, HiddenRef)], default=0)
 
     def expr(self, e: ast.Expr, guard: tuple[ast.Expr, ...]) -> ast.Expr:
+        if self.phase == "post":
+            if _is_timestamp(e):
+                return HiddenRef(TS_COLUMN, e.pos)
+            column = (self.group_keys or {}).get(_canon(e, self))
+            if column is not None:
+                return HiddenRef(column, e.pos)
+            if isinstance(e, ast.Name):
+                raise QueryError(f"'{to_sql(e)}' must appear in GROUP BY or inside an aggregate", *e.pos)
+            if isinstance(e, ast.Call) and not e.namespace and e.name.lower() in qfn.AGGREGATES:
+                return self.aggregate(e)
+        elif _is_timestamp(e):
+            self.uses_timestamp = True
+            return HiddenRef(TS_COLUMN, e.pos)
         rec = lambda x: self.expr(x, guard)  # noqa: E731
         match e:
             case ast.Literal():
@@ -267,35 +602,135 @@ class _Scope:
         return ast.Case(operand, tuple(whens), default, e.pos)
 
     def name(self, parts: tuple[str, ...], pos: ast.Pos) -> ast.Expr:
-        if parts[0].lower() in (self.alias.lower(), self.source.lower()):
-            if len(parts) == 1:
-                return RowRef(False, pos)
-            parts = parts[1:]
-        if self.columns is not None and parts[0].lower() not in (c.lower() for c in self.columns):
-            raise QueryError(f"'{parts[0]}' is not a column of '{self.source}' (it has: {', '.join(self.columns)})",
-                             *pos)
-        return FieldRef(tuple(parts), pos)
+        first = parts[0].lower()
+        for src in self.sources:
+            if first in (src.alias.lower(), src.name.lower()):
+                rest = parts[1:]
+                if rest and src.columns is not None and rest[0].lower() not in (c.lower() for c in src.columns):
+                    raise QueryError(f"'{rest[0]}' is not a column of '{src.alias}' (it has: "
+                                     f"{', '.join(src.columns)})", *pos)
+                if src.key is None:
+                    return FieldRef(rest, pos) if rest else RowRef(True, pos)
+                return FieldRef((src.key, *rest), pos)
+        if len(self.sources) == 1:
+            src = self.sources[0]
+            if src.columns is not None and first not in (c.lower() for c in src.columns):
+                raise QueryError(f"'{parts[0]}' is not a column of '{src.name}' (it has: {', '.join(src.columns)})",
+                                 *pos)
+            return FieldRef(tuple(parts), pos) if src.key is None else FieldRef((src.key, *parts), pos)
+        candidates = [s for s in self.sources if s.columns is None or first in (c.lower() for c in s.columns)]
+        if not candidates:
+            raise QueryError(f"no source in FROM has a column '{parts[0]}'", *pos)
+        return AnyFieldRef(tuple(s.key for s in candidates if s.key is not None), tuple(parts), pos)
 
     def call(self, e: ast.Call, guard: tuple[ast.Expr, ...]) -> ast.Expr:
-        if e.over is not None:
-            raise _not_supported("OVER (analytic functions)", e.over.pos)
         ns = (e.namespace or "").lower()
+        key = e.name.lower()
+        if not ns and key in _ANALYTIC and (e.over is not None or key == "isfirst"):
+            return self.analytic_call(e)
+        if not ns and key in qfn.AGGREGATES:
+            if e.over is not None and key in ("count", "sum", "avg", "min", "max") and not e.over.order_by:
+                raise _not_supported(f"{e.name.upper()} OVER (...) without a window", e.over.pos)
+            raise QueryError(f"aggregate {e.name.upper()} needs GROUP BY (and is allowed only in SELECT and HAVING)",
+                             *e.pos)
+        if e.over is not None:
+            raise QueryError(f"OVER does not apply to {e.name}", *e.over.pos)
         if ns == "udf":
             return self.udf(e, guard)
         if ns == "uda":
             raise _not_supported("JavaScript UDAs (uda.)", e.pos)
-        if ns == "system" and e.name.lower() == "timestamp":
-            raise _not_supported("System.Timestamp()", e.pos)
         if ns:
             raise QueryError(f"unknown function '{ns}.{e.name}'", *e.pos)
         if e.star or e.distinct:
-            raise _not_supported(f"aggregate {e.name.upper()}", e.pos)
+            raise QueryError(f"'{'*' if e.star else 'DISTINCT'}' only applies to aggregates", *e.pos)
+        if _window(e) is not None or key in ("duration", "hop", "offset", "timeout", "maxduration"):
+            raise QueryError(f"{e.name} is only allowed in GROUP BY", *e.pos)
         return self.builtin(e, guard)
+
+    def aggregate(self, e: ast.Call) -> ast.Expr:
+        name = e.name.upper()
+        key = e.name.lower()
+        saved = self.phase
+        self.phase = "group"
+        try:
+            params: tuple = ()
+            args = e.args
+            if key in ("collecttop", "percentile_cont", "percentile_disc"):
+                if len(args) != 1 or not isinstance(args[0], ast.Literal):
+                    raise QueryError(f"{name} takes one constant argument", *e.pos)
+                params, args = (args[0].value,), ()
+                if e.over is None or not e.over.order_by:
+                    raise QueryError(f"{name} needs OVER (ORDER BY ...)", *e.pos)
+            elif key == "topone":
+                if args or e.over is None or not e.over.order_by:
+                    raise QueryError("TopOne() takes no argument and needs OVER (ORDER BY ...)", *e.pos)
+            elif key == "count":
+                if not e.star and len(args) != 1:
+                    raise QueryError("COUNT takes * or one argument", *e.pos)
+            elif key == "collect":
+                if len(args) > 1:
+                    raise QueryError("Collect takes at most one argument", *e.pos)
+            elif len(args) != 1:
+                raise QueryError(f"{name} takes one argument", *e.pos)
+            if e.over is not None and key not in ("collecttop", "topone", "percentile_cont", "percentile_disc"):
+                raise QueryError(f"OVER does not apply to {name} in a GROUP BY step", *e.over.pos)
+            for a in args:
+                if any(isinstance(n, ast.Call) and not n.namespace and n.name.lower() in qfn.AGGREGATES
+                       for n in _walk(a)):
+                    raise QueryError("aggregates cannot be nested", *a.pos)
+            bound_args = tuple(self.expr(a, ()) for a in args)
+            order = tuple((self.expr(x, ()), desc) for x, desc in (e.over.order_by if e.over else ()))
+        finally:
+            self.phase = saved
+        column = self.lw.new_hidden("agg")
+        self.aggregates.append(AggregateDef(column, name, bound_args, e.distinct, e.star, params, order, e.pos))
+        return HiddenRef(column, e.pos)
+
+    def analytic_call(self, e: ast.Call) -> ast.Expr:
+        if len(self.sources) != 1 or self.phase == "post":
+            raise _not_supported(f"{e.name.upper()} in a step with JOIN, APPLY or GROUP BY", e.pos)
+        key = e.name.lower()
+        over = e.over or ast.Over()
+        saved = self.phase
+        self.phase = "where"
+        self.no_calls, saved_no_calls = f"{e.name.upper()}", self.no_calls
+        try:
+            partition = tuple(self.expr(p, ()) for p in over.partition_by)
+            when = self.expr(over.when, ()) if over.when is not None else None
+            duration = _duration(ast.Name((over.limit_duration[0],), over.pos), over.limit_duration[1],
+                                 "LIMIT DURATION") if over.limit_duration else None
+            if key == "isfirst":
+                if len(e.args) != 2:
+                    raise QueryError("ISFIRST takes (unit, n)", *e.pos)
+                if over.limit_duration:
+                    raise QueryError("ISFIRST takes no LIMIT DURATION", *over.pos)
+                defn = AnalyticDef(self.lw.new_hidden("an"), "isfirst", partition=partition,
+                                   duration_us=_duration(e.args[0], e.args[1], "ISFIRST interval"), when=when)
+            else:
+                if duration is None:
+                    raise QueryError(f"{e.name.upper()} needs OVER (... LIMIT DURATION(unit, n))", *over.pos)
+                if key == "lag":
+                    if not 1 <= len(e.args) <= 3:
+                        raise QueryError("LAG takes (expression [, offset [, default]])", *e.pos)
+                    offset = _int_literal(e.args[1], "the LAG offset") if len(e.args) > 1 else 1
+                    if offset < 1:
+                        raise QueryError("the LAG offset must be at least 1", *e.args[1].pos)
+                    default = self.expr(e.args[2], ()) if len(e.args) > 2 else None
+                    defn = AnalyticDef(self.lw.new_hidden("an"), "lag", self.expr(e.args[0], ()), offset, default,
+                                       partition, duration, when)
+                else:
+                    if len(e.args) != 1:
+                        raise QueryError("LAST takes one expression", *e.pos)
+                    defn = AnalyticDef(self.lw.new_hidden("an"), "last", self.expr(e.args[0], ()),
+                                       partition=partition, duration_us=duration, when=when)
+        finally:
+            self.phase = saved
+            self.no_calls = saved_no_calls
+        self.analytic.append(defn)
+        return HiddenRef(defn.column, e.pos)
 
     def builtin(self, e: ast.Call, guard: tuple[ast.Expr, ...]) -> ast.Expr:
         key = e.name.lower()
-        if key in qfn.AGGREGATES:
-            raise _not_supported(f"aggregate {e.name.upper()} (GROUP BY and windows)", e.pos)
         spec = qfn.lookup(key)
         if spec is None:
             if key in qfn.unimplemented():
@@ -325,6 +760,8 @@ class _Scope:
         if fn is None:
             known = ", ".join(f.alias for f in self.lw.functions) or "none"
             raise QueryError(f"unknown function 'udf.{e.name}'; functions defined: {known}", *e.pos)
+        if self.no_calls:
+            raise _not_supported(f"udf.{e.name} inside {self.no_calls}", e.pos)
         lo, hi = fn.arity()
         n = len(e.args)
         if n < lo or (hi is not None and n > hi):

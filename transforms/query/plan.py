@@ -62,6 +62,97 @@ class Truth(ast.Expr):
     pos: ast.Pos = field(default=(0, 0), compare=False, repr=False)
 
 
+@dataclass(frozen=True)
+class AnyFieldRef(ast.Expr):
+    """An unqualified field in a step with several sources (JOIN/APPLY): the first source having it."""
+
+    sources: tuple[str, ...]
+    path: tuple[str, ...]
+    pos: ast.Pos = field(default=(0, 0), compare=False, repr=False)
+
+
+TS_COLUMN = HIDDEN_PREFIX + "ts"  # System.Timestamp(): the event time, or the window end after GROUP BY
+SOURCE_PREFIX = HIDDEN_PREFIX + "src:"  # in steps with JOIN/APPLY a row is {SOURCE_PREFIX + alias: record}
+
+
+# -- time-related step parts ----------------------------------------------------------------
+@dataclass(frozen=True)
+class WindowDef:
+    """A window in GROUP BY, sizes in microseconds (ASA: tumbling and hopping windows are (start, end])."""
+
+    kind: str  # tumbling | hopping | sliding | session | snapshot
+    size_us: int = 0
+    hop_us: int = 0
+    offset_us: int = 0
+    timeout_us: int = 0
+    max_duration_us: int = 0
+
+    def __str__(self) -> str:
+        parts = [f"{k}={v}us" for k, v in (("size", self.size_us), ("hop", self.hop_us), ("offset", self.offset_us),
+                                              ("timeout", self.timeout_us), ("max", self.max_duration_us)) if v]
+        return f"{self.kind}({', '.join(parts)})"
+
+
+@dataclass(frozen=True)
+class AggregateDef:
+    """One aggregate call: arguments bound on the input row, result in ``column`` of the grouped row."""
+
+    column: str
+    name: str  # canonical upper-case name, e.g. COUNT, PERCENTILE_CONT
+    args: tuple[ast.Expr, ...] = ()
+    distinct: bool = False
+    star: bool = False
+    params: tuple = ()  # constants: CollectTOP's n, a percentile
+    order_by: tuple[tuple[ast.Expr, bool], ...] = ()  # (expr, descending)
+    pos: ast.Pos = (0, 0)
+
+
+@dataclass(frozen=True)
+class Grouping:
+    window: WindowDef | None
+    keys: tuple[ast.Expr, ...]  # bound on the input row
+    key_columns: tuple[str, ...]  # where each key's value sits in the grouped row
+    aggregates: tuple[AggregateDef, ...]
+    having: ast.Expr | None = None  # bound on the grouped row
+
+
+@dataclass(frozen=True)
+class ApplyDef:
+    kind: str  # cross | outer
+    function: str  # GetArrayElements | GetRecordProperties
+    arg: ast.Expr  # bound on the composite row
+    alias: str
+    key: str  # SOURCE_PREFIX + alias
+
+
+@dataclass(frozen=True)
+class JoinDef:
+    kind: str  # inner | left
+    source: str
+    alias: str
+    key: str  # SOURCE_PREFIX + alias
+    timestamp_by: ast.Expr | None
+    left_keys: tuple[ast.Expr, ...]  # bound on the composite row of the sources so far
+    right_keys: tuple[ast.Expr, ...]  # bound on the joined source's own row
+    bound: tuple[str, int, int] | None  # DATEDIFF (unit, low, high); None for reference data
+    residual: ast.Expr | None  # the rest of ON, bound on the composite row
+    reference: bool = False
+
+
+@dataclass(frozen=True)
+class AnalyticDef:
+    """LAG / ISFIRST / LAST, evaluated per event before WHERE; result in ``column``."""
+
+    column: str
+    kind: str  # lag | isfirst | last
+    value: ast.Expr | None = None
+    offset: int = 1
+    default: ast.Expr | None = None
+    partition: tuple[ast.Expr, ...] = ()
+    duration_us: int | None = None
+    when: ast.Expr | None = None
+
+
 # -- steps ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class UdfCall:
@@ -98,10 +189,18 @@ class SelectStep:
     calls: tuple[UdfCall, ...] = ()
     static_columns: tuple[str, ...] | None = None  # known output names (None when '*' is used)
     pos: ast.Pos = (0, 0)
+    timestamp_by: ast.Expr | None = None  # bound on the primary source's row
+    source_key: str | None = None  # SOURCE_PREFIX + alias when the step has JOIN/APPLY
+    joins: tuple[JoinDef, ...] = ()
+    applies: tuple[ApplyDef, ...] = ()
+    analytic: tuple[AnalyticDef, ...] = ()
+    grouping: Grouping | None = None
+    uses_timestamp: bool = False  # System.Timestamp() read outside a grouping
+    needs_event_time: bool = False  # windows, joins, analytic functions or System.Timestamp()
 
     @property
     def sources(self) -> tuple[str, ...]:
-        return (self.source,)
+        return (self.source, *(j.source for j in self.joins))
 
 
 @dataclass(frozen=True)
@@ -164,6 +263,19 @@ def format_plan(plan: Plan) -> str:
     for s in plan.steps:
         if isinstance(s, SelectStep):
             lines.append(f"step {s.name}: SELECT from {s.source}" + (f" AS {s.alias}" if s.alias != s.source else ""))
+            if s.timestamp_by is not None:
+                lines.append(f"  timestamp by {to_sql(s.timestamp_by)}")
+            for j in s.joins:
+                bound = (f" within DATEDIFF({j.bound[0]}) BETWEEN {j.bound[1]} AND {j.bound[2]}" if j.bound
+                         else " (reference)")
+                keys = ", ".join(f"{to_sql(a)} = {to_sql(b)}" for a, b in zip(j.left_keys, j.right_keys, strict=True))
+                lines.append(f"  {j.kind} join {j.source} AS {j.alias} on {keys}{bound}"
+                             + (f" and {to_sql(j.residual)}" if j.residual is not None else ""))
+            for a in s.applies:
+                lines.append(f"  {a.kind} apply {a.function}({to_sql(a.arg)}) AS {a.alias}")
+            for an in s.analytic:
+                lines.append(f"  analytic {_hidden_name(an.column)} = {an.kind.upper()}"
+                             f"({to_sql(an.value) if an.value is not None else ''})")
             for c in sorted(s.calls, key=lambda c: (c.phase != "where", c.stage)):
                 guard = f" only where {to_sql(c.guard)}" if c.guard is not None else ""
                 args = ", ".join(to_sql(a) for a in c.args)
@@ -171,6 +283,16 @@ def format_plan(plan: Plan) -> str:
                 lines.append(f"  call [{c.phase} stage {c.stage}] {target} = udf.{c.function}({args}){guard}")
             if s.where is not None:
                 lines.append(f"  where {to_sql(s.where)}")
+            if s.grouping is not None:
+                g = s.grouping
+                keys = ", ".join(f"{_hidden_name(c)} = {to_sql(k)}" for c, k in zip(g.key_columns, g.keys, strict=True))
+                lines.append(f"  group by window {g.window or 'none'}" + (f", keys {keys}" if keys else ""))
+                for ag in g.aggregates:
+                    args = "*" if ag.star else ", ".join(to_sql(x) for x in ag.args)
+                    lines.append(f"  aggregate {_hidden_name(ag.column)} = {ag.name}("
+                                 f"{'DISTINCT ' if ag.distinct else ''}{args})")
+                if g.having is not None:
+                    lines.append(f"  having {to_sql(g.having)}")
             cols = ", ".join("*" if c.name is None else f"{to_sql(c.expr)} AS [{c.name}]" for c in s.columns)
             lines.append(f"  select {cols}")
         else:
@@ -181,6 +303,10 @@ def format_plan(plan: Plan) -> str:
 
 
 def _hidden_name(column: str) -> str:
+    if column.startswith(SOURCE_PREFIX):
+        return column[len(SOURCE_PREFIX):]
+    if column == TS_COLUMN:
+        return "System.Timestamp()"
     return "$" + column[len(HIDDEN_PREFIX):] if column.startswith(HIDDEN_PREFIX) else column
 
 
@@ -204,6 +330,8 @@ def to_sql(e: ast.Expr | None) -> str:
         case RowRef():
             return "<row>"
         case FieldRef(path=p):
+            return ".".join(_hidden_name(x) if x.startswith(SOURCE_PREFIX) else _quote(x) for x in p)
+        case AnyFieldRef(path=p):
             return ".".join(_quote(x) for x in p)
         case HiddenRef(column=c):
             return _hidden_name(c)

@@ -107,7 +107,7 @@ def ge(a: Any, b: Any) -> bool | None:
 
 
 # -- logic -----------------------------------------------------------------------------
-def _truth(v: Any) -> bool | None:
+def truth(v: Any) -> bool | None:
     if v is None or isinstance(v, bool):
         return v
     if isinstance(v, _NUM):
@@ -116,7 +116,7 @@ def _truth(v: Any) -> bool | None:
 
 
 def and_(a: Any, b: Any) -> bool | None:
-    a, b = _truth(a), _truth(b)
+    a, b = truth(a), truth(b)
     if a is False or b is False:
         return False
     if a is None or b is None:
@@ -125,7 +125,7 @@ def and_(a: Any, b: Any) -> bool | None:
 
 
 def or_(a: Any, b: Any) -> bool | None:
-    a, b = _truth(a), _truth(b)
+    a, b = truth(a), truth(b)
     if a is True or b is True:
         return True
     if a is None or b is None:
@@ -134,7 +134,7 @@ def or_(a: Any, b: Any) -> bool | None:
 
 
 def not_(a: Any) -> bool | None:
-    a = _truth(a)
+    a = truth(a)
     return None if a is None else not a
 
 
@@ -294,6 +294,16 @@ def path(row: dict, names: tuple[str, ...]) -> Any:
             return None
         value = value[name] if name in value else ci_get(value, name)
     return value
+
+
+def any_field(row: dict, sources: tuple[str, ...], names: tuple[str, ...]) -> Any:
+    """An unqualified name in a step with JOIN/APPLY: read from the first source that has the field."""
+    low = names[0].lower()
+    for key in sources:
+        rec = row.get(key)
+        if isinstance(rec, dict) and (names[0] in rec or any(k.lower() == low for k in rec)):
+            return path(rec, names)
+    return None
 
 
 def strip_hidden(row: dict) -> dict:
