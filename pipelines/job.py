@@ -25,6 +25,7 @@ import yaml
 
 from transforms.errors import JobConfigError
 from transforms.functions.registry import FunctionRegistry
+from transforms.query.compile import EventOrdering
 from transforms.query.lower import lower
 from transforms.query.parser import parse
 from transforms.query.plan import Plan
@@ -49,6 +50,7 @@ class Job:
     outputs: dict[str, FileSpec]
     dead_letter: FileSpec
     functions_config: dict[str, Any]
+    event_ordering: EventOrdering = field(default_factory=EventOrdering)
     _functions: FunctionRegistry | None = None
     _plan: Plan | None = None
 
@@ -64,7 +66,8 @@ class Job:
     def plan(self) -> Plan:
         """Parse and bind the query against the declared inputs, outputs and functions."""
         if self._plan is None:
-            self._plan = lower(parse(self.query), self.functions(), self.inputs.keys(), self.outputs.keys())
+            reference = [n for n, s in self.inputs.items() if s.options.get("reference")]
+            self._plan = lower(parse(self.query), self.functions(), self.inputs.keys(), self.outputs.keys(), reference)
         return self._plan
 
     def check(self) -> Plan:
@@ -140,7 +143,8 @@ def load_job(path: str | Path, inputs: Sequence[str] = (), outputs: Sequence[str
         raise JobConfigError(f"job file {path} is not valid YAML{where}: {getattr(e, 'problem', e)}") from None
     if not isinstance(doc, Mapping):
         raise JobConfigError(f"job file {path}: expected a mapping with query, inputs and outputs")
-    unknown = set(doc) - {"query", "inputs", "outputs", "functions", "dead_letter", "name", "description"}
+    unknown = set(doc) - {"query", "inputs", "outputs", "functions", "dead_letter", "event_ordering", "name",
+                          "description"}
     if unknown:
         raise JobConfigError(f"job file {path}: unknown key(s): {', '.join(sorted(unknown))}")
     base = job_path.parent
@@ -178,4 +182,15 @@ def load_job(path: str | Path, inputs: Sequence[str] = (), outputs: Sequence[str
     functions = doc.get("functions") or {}
     if not isinstance(functions, Mapping):
         raise JobConfigError(f"job file {path}: 'functions' must be a mapping of alias → settings")
-    return Job(job_path, query, query_file, ins, outs, dead_letter, dict(functions))
+    ordering = doc.get("event_ordering") or {}
+    try:
+        event_ordering = EventOrdering(
+            late_arrival_s=float(ordering.get("late_arrival_seconds", 5)),
+            out_of_order_s=float(ordering.get("out_of_order_seconds", 0)),
+            policy=str(ordering.get("policy", "adjust")).lower())
+        unknown = set(ordering) - {"late_arrival_seconds", "out_of_order_seconds", "policy"}
+        if unknown:
+            raise ValueError(f"unknown key(s) {', '.join(sorted(unknown))}")
+    except (ValueError, TypeError, AttributeError) as e:
+        raise JobConfigError(f"job file {path}: event_ordering: {e}") from None
+    return Job(job_path, query, query_file, ins, outs, dead_letter, dict(functions), event_ordering)

@@ -35,10 +35,11 @@ def build_pipeline(job: Job, pipeline: beam.Pipeline) -> None:
     sources = {}
     for name in plan.inputs:
         spec = next(s for n, s in job.inputs.items() if n.lower() == name.lower())
-        out = pipeline | f"Read {name}" >> ReadRows(spec.path, spec.format, name=name, **dict(spec.options))
+        options = {k: v for k, v in spec.options.items() if k != "reference"}
+        out = pipeline | f"Read {name}" >> ReadRows(spec.path, spec.format, name=name, **options)
         sources[name] = out["rows"]
         read_failed.append(out["failed"])
-    outputs = sources | "Query" >> AsaQuery(plan, job.functions())
+    outputs = sources | "Query" >> AsaQuery(plan, job.functions(), event_ordering=job.event_ordering)
     for name, pcoll in outputs.items():
         spec = next(s for n, s in job.outputs.items() if n.lower() == name.lower())
         columns = _static_columns(job, name)

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import datetime as _dt
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
 from apache_beam.transforms.window import TimestampedValue
-from apache_beam.utils.timestamp import Timestamp
+from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
 
 from transforms import types
 from transforms.deadletter import FAILED, DeadLetter, RowError
@@ -82,11 +83,13 @@ class SelectStepTransform(beam.PTransform):
         out["rows"], out["failed"]
     """
 
-    def __init__(self, step: SelectStep, functions: FunctionRegistry, reads_input: bool = False):
+    def __init__(self, step: SelectStep, functions: FunctionRegistry, reads_input: bool = False,
+                 ordering: EventOrdering | None = None):
         super().__init__()
         self.step = step
         self.functions = functions
         self.reads_input = reads_input
+        self.ordering = ordering or EventOrdering()
 
     def expand(self, pcolls):
         step = self.step
@@ -125,7 +128,8 @@ class SelectStepTransform(beam.PTransform):
     def _event_time(self, rows, timestamp_by, label: str, failed: list):
         if timestamp_by is not None:
             out = rows | label >> beam.ParDo(
-                AssignTimestampDoFn(self.step.name, compile_args([timestamp_by]))).with_outputs(FAILED, main=ROWS)
+                AssignTimestampDoFn(self.step.name, compile_args([timestamp_by]), self.ordering)
+            ).with_outputs(FAILED, main=ROWS)
             failed.append(out[FAILED])
             return out[ROWS]
         if self.reads_input and self.step.needs_event_time:
@@ -181,7 +185,8 @@ class SelectStepTransform(beam.PTransform):
     def _aggregate(self, rows, failed: list):
         from transforms.query.aggregation import GroupAndAggregate
 
-        out = rows | "Group by" >> GroupAndAggregate(self.step.name, self.step.grouping)
+        out = rows | "Group by" >> GroupAndAggregate(self.step.name, self.step.grouping,
+                                                     self.ordering.allowed_lateness_us)
         failed.append(out[FAILED])
         return out[ROWS]
 
@@ -203,17 +208,49 @@ class SelectStepTransform(beam.PTransform):
         return rows
 
 
-class AssignTimestampDoFn(beam.DoFn):
-    """TIMESTAMP BY: the row's event time becomes its Beam timestamp; a NULL or bad time is a row error."""
+@dataclass(frozen=True)
+class EventOrdering:
+    """ASA's event-ordering policy (applies with TIMESTAMP BY).
 
-    def __init__(self, step: str, fn: CompiledFunction):
+    An event whose time is more than ``late_arrival_s`` before its arrival time (the element's
+    timestamp when it reached the step: a streaming source's arrival time) is *late*: with
+    ``policy="adjust"`` its time becomes arrival − tolerance, with ``"drop"`` it is dead-lettered
+    (``late_event``). ``late_arrival_s=-1`` waits indefinitely. Bounded file reads have no
+    arrival time, so nothing is late in batch. ``out_of_order_s`` is how far behind the
+    watermark an event may still be counted by windows and joins (allowed lateness).
+    Defaults are ASA's portal defaults: 5 s, 0 s, adjust.
+    """
+
+    late_arrival_s: float = 5.0
+    out_of_order_s: float = 0.0
+    policy: str = "adjust"
+
+    def __post_init__(self):
+        if self.policy not in ("adjust", "drop"):
+            raise ValueError(f"event ordering policy must be 'adjust' or 'drop', not {self.policy!r}")
+
+    @property
+    def allowed_lateness_us(self) -> int:
+        late = max(self.late_arrival_s, 0)
+        return int((late + self.out_of_order_s) * 1_000_000)
+
+
+class AssignTimestampDoFn(beam.DoFn):
+    """TIMESTAMP BY: the row's event time becomes its Beam timestamp; a NULL or bad time is a row error;
+    late events are adjusted or dead-lettered per the EventOrdering policy."""
+
+    def __init__(self, step: str, fn: CompiledFunction, ordering: EventOrdering | None = None):
         self._step = step
         self._compiled = fn
+        self._ordering = ordering or EventOrdering()
+        self._late = beam.metrics.Metrics.counter("asa", f"step.{step}.late_events")
 
     def setup(self):
         self._fn = self._compiled.fn
+        o = self._ordering
+        self._tolerance = None if o.late_arrival_s < 0 else Duration(micros=int(o.late_arrival_s * 1_000_000))
 
-    def process(self, row):
+    def process(self, row, arrival=beam.DoFn.TimestampParam):
         try:
             (value,) = self._fn(row)
             if value is None:
@@ -225,7 +262,16 @@ class AssignTimestampDoFn(beam.DoFn):
         except RowError as e:
             yield beam.pvalue.TaggedOutput(FAILED, e.dead_letter(self._step, row))
             return
-        yield TimestampedValue(row, Timestamp.from_utc_datetime(when))
+        event = Timestamp.from_utc_datetime(when)
+        if self._tolerance is not None and arrival > MIN_TIMESTAMP and event < arrival - self._tolerance:
+            self._late.inc()
+            if self._ordering.policy == "drop":
+                yield beam.pvalue.TaggedOutput(FAILED, DeadLetter(
+                    self._step, "late_event", f"event time {when.isoformat()} is more than "
+                    f"{self._ordering.late_arrival_s} s before its arrival time {arrival.to_rfc3339()}", row))
+                return
+            event = arrival - self._tolerance
+        yield TimestampedValue(row, event)
 
 
 class _ArrivalTime(beam.DoFn):
@@ -378,8 +424,9 @@ class AsaQuery(beam.PTransform):
 
     def __init__(self, query: str | Plan, functions: FunctionsLike = None,
                  inputs: Iterable[str] | None = None, outputs: Iterable[str] | None = None,
-                 reference_inputs: Iterable[str] = ()):
+                 reference_inputs: Iterable[str] = (), event_ordering: EventOrdering | None = None):
         super().__init__()
+        self.ordering = event_ordering or EventOrdering()
         self.functions = functions if isinstance(functions, FunctionRegistry) else FunctionRegistry(functions)
         self.plan = query if isinstance(query, Plan) else lower(
             parse(query), self.functions, inputs, outputs, reference_inputs)
@@ -405,7 +452,7 @@ class AsaQuery(beam.PTransform):
                 src = computed[step.source.lower()]
                 if step.joins:
                     src = (src, *(computed[j.source.lower()] for j in step.joins))
-                out = src | step.name >> SelectStepTransform(step, self.functions, reads_input)
+                out = src | step.name >> SelectStepTransform(step, self.functions, reads_input, self.ordering)
                 failed.append(out[FAILED])
                 computed[step.name.lower()] = out[ROWS]
             else:
