@@ -1,0 +1,125 @@
+"""TIMESTAMP BY, System.Timestamp(), CROSS/OUTER APPLY, JOIN and analytic functions through AsaQuery."""
+
+import datetime as dt
+
+import apache_beam as beam
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from transforms.query.compile import AsaQuery
+
+UTC = dt.timezone.utc
+
+
+def t(minute: int, second: int = 0) -> str:
+    return f"2024-01-01T10:{minute:02d}:{second:02d}Z"
+
+
+def test_timestamp_by_and_system_timestamp():
+    rows = [{"id": 1, "at": t(5)}, {"id": 2, "at": "not a time"}, {"id": 3, "at": None}]
+    q = "SELECT id, System.Timestamp() AS ts INTO output FROM input TIMESTAMP BY at"
+    with TestPipeline() as p:
+        out = {"input": p | beam.Create(rows)} | AsaQuery(q)
+        assert_that(out["output"], equal_to([{"id": 1, "ts": dt.datetime(2024, 1, 1, 10, 5, tzinfo=UTC)}]))
+        assert_that(out.failed | beam.Map(lambda d: (d.row["id"], d.reason)),
+                    equal_to([(2, "invalid_timestamp"), (3, "invalid_timestamp")]), label="failed")
+
+
+def test_cross_and_outer_apply():
+    rows = [{"dev": "a", "r": [5, 6]}, {"dev": "b", "r": []}, {"dev": "c", "r": None}, {"dev": "d", "r": 3}]
+    cross = ("SELECT e.dev, f.ArrayIndex AS i, f.ArrayValue AS v INTO output "
+             "FROM input e CROSS APPLY GetArrayElements(e.r) AS f")
+    outer = cross.replace("CROSS", "OUTER")
+    props = ("SELECT p.PropertyName AS k, p.PropertyValue AS v INTO output "
+             "FROM input CROSS APPLY GetRecordProperties(input.rec) p")
+    with TestPipeline() as p:
+        src = p | beam.Create(rows)
+        out = {"input": src} | "cross" >> AsaQuery(cross)
+        assert_that(out["output"], equal_to([{"dev": "a", "i": 0, "v": 5}, {"dev": "a", "i": 1, "v": 6}]), label="c")
+        assert_that(out.failed | "cf" >> beam.Map(lambda d: (d.row["e"]["dev"], d.reason)),
+                    equal_to([("d", "type_error")]), label="cf")
+        out2 = {"input": src} | "outer" >> AsaQuery(outer)
+        assert_that(out2["output"], equal_to([
+            {"dev": "a", "i": 0, "v": 5}, {"dev": "a", "i": 1, "v": 6},
+            {"dev": "b", "i": None, "v": None}, {"dev": "c", "i": None, "v": None}]), label="o")
+        recs = p | "recs" >> beam.Create([{"rec": {"x": 1, "y": "z"}}])
+        out3 = {"input": recs} | "props" >> AsaQuery(props)
+        assert_that(out3["output"], equal_to([{"k": "x", "v": 1}, {"k": "y", "v": "z"}]), label="p")
+
+
+def test_stream_join_with_datediff_and_left_outer():
+    entries = [{"plate": "A", "at": t(0)}, {"plate": "B", "at": t(1)}, {"plate": "C", "at": t(2)}]
+    exits = [{"plate": "A", "at": t(4), "gate": 1}, {"plate": "B", "at": t(30), "gate": 2},
+             {"plate": "C", "at": t(1), "gate": 3}]
+    q = """SELECT E.plate, X.gate, DATEDIFF(minute, E.at, X.at) AS mins
+           INTO output FROM entry E TIMESTAMP BY at
+           LEFT OUTER JOIN exits X TIMESTAMP BY at
+           ON E.plate = X.plate AND DATEDIFF(minute, E, X) BETWEEN 0 AND 15"""
+    # Expected by hand: A exits after 4 min (match); B after 29 min (outside); C exits before entering.
+    with TestPipeline() as p:
+        out = {"entry": p | "e" >> beam.Create(entries), "exits": p | "x" >> beam.Create(exits)} | AsaQuery(q)
+        assert_that(out["output"], equal_to([{"plate": "A", "gate": 1, "mins": 4},
+                                             {"plate": "B", "gate": None, "mins": None},
+                                             {"plate": "C", "gate": None, "mins": None}]))
+
+
+def test_reference_data_join():
+    stream = [{"plate": "A", "speed": 80}, {"plate": "Z", "speed": 50}]
+    cars = [{"Plate": "A", "owner": "ann"}]
+    q = "SELECT s.plate, r.owner INTO output FROM stream s JOIN cars r ON s.plate = r.Plate"
+    with TestPipeline() as p:
+        out = {"stream": p | "s" >> beam.Create(stream), "cars": p | "c" >> beam.Create(cars)} | AsaQuery(
+            q, reference_inputs=["cars"])
+        assert_that(out["output"], equal_to([{"plate": "A", "owner": "ann"}]))
+
+
+def test_lag_and_isfirst():
+    rows = [{"s": "a", "v": 1, "at": t(0, 30)}, {"s": "a", "v": 2, "at": t(1)}, {"s": "b", "v": 9, "at": t(2)},
+            {"s": "a", "v": 4, "at": t(12)}]
+    q = """SELECT s, v, LAG(v) OVER (PARTITION BY s LIMIT DURATION(minute, 5)) AS prev,
+                  ISFIRST(minute, 10) OVER (PARTITION BY s) AS first
+           INTO output FROM input TIMESTAMP BY at"""
+    # By hand (ISFIRST intervals align like tumbling windows, (start, end]): a@0:30 is first in
+    # (10:00, 10:10]; a@1 is not, its LAG is 1; b@2 is first; a@12 is first in (10:10, 10:20] and
+    # its previous event is 11 minutes old, beyond the 5-minute duration.
+    with TestPipeline() as p:
+        out = {"input": p | beam.Create(rows)} | AsaQuery(q)
+        assert_that(out["output"], equal_to([
+            {"s": "a", "v": 1, "prev": None, "first": 1}, {"s": "a", "v": 2, "prev": 1, "first": 0},
+            {"s": "b", "v": 9, "prev": None, "first": 1}, {"s": "a", "v": 4, "prev": None, "first": 1}]))
+
+
+def _arriving(events):
+    """A TestStream where each (arrival second, row) arrives at that time, as a streaming source does."""
+    from apache_beam.testing.test_stream import TestStream
+    from apache_beam.transforms.window import TimestampedValue
+
+    base = dt.datetime(2024, 1, 1, 10, tzinfo=UTC).timestamp()
+    stream = TestStream()
+    for arrival, row in events:
+        stream = stream.add_elements([TimestampedValue(row, base + arrival)]).advance_watermark_to(base + arrival)
+    return stream.advance_watermark_to_infinity()
+
+
+def streaming_pipeline():
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    return TestPipeline(options=PipelineOptions(streaming=True))
+
+
+def test_late_events_are_dropped_to_the_dead_letter_or_adjusted():
+    from transforms.query.compile import EventOrdering
+
+    events = [(60, {"id": 1, "at": t(0, 58)}),    # 2 s before arrival: on time
+              (120, {"id": 2, "at": t(1, 0)}),    # 60 s before arrival: late
+              (180, {"id": 3, "at": t(2, 55)})]   # 5 s before arrival: exactly the tolerance, on time
+    q = "SELECT id, System.Timestamp() AS ts INTO output FROM input TIMESTAMP BY at"
+    with streaming_pipeline() as p:
+        src = p | _arriving(events)
+        drop = {"input": src} | "drop" >> AsaQuery(q, event_ordering=EventOrdering(5, 0, "drop"))
+        assert_that(drop["output"] | "d ids" >> beam.Map(lambda r: r["id"]), equal_to([1, 3]), label="dropped")
+        assert_that(drop.failed | "reasons" >> beam.Map(lambda d: (d.row["id"], d.reason)),
+                    equal_to([(2, "late_event")]), label="dead")
+        adjust = {"input": src} | "adjust" >> AsaQuery(q, event_ordering=EventOrdering(5, 0, "adjust"))
+        assert_that(adjust["output"] | "a" >> beam.Map(lambda r: (r["id"], r["ts"].strftime("%M:%S"))),
+                    equal_to([(1, "00:58"), (2, "01:55"), (3, "02:55")]), label="adjusted")
