@@ -253,13 +253,18 @@ class _Lowering:
                     raise _not_supported("more than one window in GROUP BY", item.pos)
                 window = w
                 if isinstance(item, ast.Call) and item.over is not None:
+                    partition_columns = []
                     for k in item.over.partition_by:  # session OVER (PARTITION BY k): part of the group key
                         if _canon(k, scope) not in canon:
                             self._add_key(scope, k, keys, key_columns, canon)
+                        partition_columns.append(canon[_canon(k, scope)])
+                    window = dataclasses.replace(window, partition=tuple(partition_columns))  # type: ignore[arg-type]
                 continue
             if _canon(item, scope) not in canon:
                 self._add_key(scope, item, keys, key_columns, canon)
         scope.group_keys = canon
+        if window is not None and window.partition is not None:
+            window = dataclasses.replace(window, partition=tuple(key_columns.index(c) for c in window.partition))
         return window, tuple(keys), tuple(key_columns)
 
     def _add_key(self, scope: _Scope, e: ast.Expr, keys: list, key_columns: list, canon: dict) -> None:
@@ -656,9 +661,11 @@ class _Scope:
             params: tuple = ()
             args = e.args
             if key in ("collecttop", "percentile_cont", "percentile_disc"):
-                if len(args) != 1 or not isinstance(args[0], ast.Literal):
-                    raise QueryError(f"{name} takes one constant argument", *e.pos)
-                params, args = (args[0].value,), ()
+                most = 2 if key == "collecttop" else 1
+                if not 1 <= len(args) <= most or not isinstance(args[0], ast.Literal):
+                    raise QueryError(f"{name} takes a constant" + (" and an optional value" if most == 2 else ""),
+                                     *e.pos)
+                params, args = (args[0].value,), args[1:]
                 if e.over is None or not e.over.order_by:
                     raise QueryError(f"{name} needs OVER (ORDER BY ...)", *e.pos)
             elif key == "topone":

@@ -86,6 +86,7 @@ class WindowDef:
     offset_us: int = 0
     timeout_us: int = 0
     max_duration_us: int = 0
+    partition: tuple[int, ...] | None = None  # session OVER (PARTITION BY ...): indexes into the group keys
 
     def __str__(self) -> str:
         parts = [f"{k}={v}us" for k, v in (("size", self.size_us), ("hop", self.hop_us), ("offset", self.offset_us),
