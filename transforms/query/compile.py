@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
+from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
 
@@ -28,6 +29,7 @@ from transforms.query.expressions import (
     compile_predicate,
     compile_predicate_3vl,
     compile_projection,
+    compile_value,
 )
 from transforms.query.lower import lower
 from transforms.query.parser import parse
@@ -127,8 +129,9 @@ class SelectStepTransform(beam.PTransform):
 
     def _event_time(self, rows, timestamp_by, label: str, failed: list):
         if timestamp_by is not None:
+            kind = AssignTimestampLateDoFn if _is_streaming(rows) else AssignTimestampDoFn
             out = rows | label >> beam.ParDo(
-                AssignTimestampDoFn(self.step.name, compile_args([timestamp_by]), self.ordering)
+                kind(self.step.name, compile_value(timestamp_by), self.ordering)
             ).with_outputs(FAILED, main=ROWS)
             failed.append(out[FAILED])
             return out[ROWS]
@@ -171,12 +174,12 @@ class SelectStepTransform(beam.PTransform):
                 part = partitions.setdefault(text, compile_args(a.partition))
             calls.append(AnalyticCall(
                 a.kind, a.column,
-                value=_First(compile_args([a.value])) if a.value is not None else None,
+                value=compile_value(a.value) if a.value is not None else None,
                 offset=a.offset,
                 partition=part,
                 duration_us=a.duration_us,
                 when=compile_predicate_3vl(a.when) if a.when is not None else None,
-                default_fn=_First(compile_args([a.default])) if a.default is not None else None,
+                default_fn=compile_value(a.default) if a.default is not None else None,
             ))
         out = rows | "Analytic functions" >> AnalyticFunctions(calls, self.step.name)
         failed.append(out[FAILED])
@@ -185,8 +188,9 @@ class SelectStepTransform(beam.PTransform):
     def _aggregate(self, rows, failed: list):
         from transforms.query.aggregation import GroupAndAggregate
 
-        out = rows | "Group by" >> GroupAndAggregate(self.step.name, self.step.grouping,
-                                                     self.ordering.allowed_lateness_us)
+        # Batch has no late data; allowed lateness would add late firings and cost combiner lifting.
+        lateness = self.ordering.allowed_lateness_us if _is_streaming(rows) else 0
+        out = rows | "Group by" >> GroupAndAggregate(self.step.name, self.step.grouping, lateness)
         failed.append(out[FAILED])
         return out[ROWS]
 
@@ -206,6 +210,10 @@ class SelectStepTransform(beam.PTransform):
             failed.append(out[FAILED])
             rows = out[ROWS]
         return rows
+
+
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+_MICROSECOND = _dt.timedelta(microseconds=1)
 
 
 @dataclass(frozen=True)
@@ -250,19 +258,35 @@ class AssignTimestampDoFn(beam.DoFn):
         o = self._ordering
         self._tolerance = None if o.late_arrival_s < 0 else Duration(micros=int(o.late_arrival_s * 1_000_000))
 
-    def process(self, row, arrival=beam.DoFn.TimestampParam):
+    def event_time(self, row) -> tuple[_dt.datetime, Timestamp]:
+        value = self._fn(row)
+        if value is None:
+            raise RowError("invalid_timestamp", "TIMESTAMP BY gave NULL")
         try:
-            (value,) = self._fn(row)
-            if value is None:
-                raise RowError("invalid_timestamp", "TIMESTAMP BY gave NULL")
-            try:
-                when = types.to_datetime(value)
-            except RowError as e:
-                raise RowError("invalid_timestamp", f"TIMESTAMP BY: {e.message}") from None
+            when = types.to_datetime(value)
+        except RowError as e:
+            raise RowError("invalid_timestamp", f"TIMESTAMP BY: {e.message}") from None
+        return when, Timestamp(micros=(when - _EPOCH) // _MICROSECOND)
+
+    def process(self, row):
+        # Batch: bounded reads carry no arrival time, so no event can be late.
+        try:
+            _, event = self.event_time(row)
         except RowError as e:
             yield beam.pvalue.TaggedOutput(FAILED, e.dead_letter(self._step, row))
             return
-        event = Timestamp.from_utc_datetime(when)
+        yield TimestampedValue(row, event)
+
+
+class AssignTimestampLateDoFn(AssignTimestampDoFn):
+    """TIMESTAMP BY in streaming: also applies the late-arrival policy against the arrival time."""
+
+    def process(self, row, arrival=beam.DoFn.TimestampParam):
+        try:
+            when, event = self.event_time(row)
+        except RowError as e:
+            yield beam.pvalue.TaggedOutput(FAILED, e.dead_letter(self._step, row))
+            return
         if self._tolerance is not None and arrival > MIN_TIMESTAMP and event < arrival - self._tolerance:
             self._late.inc()
             if self._ordering.policy == "drop":
@@ -331,14 +355,9 @@ class _PairPredicate:
         return self.fn({**left, self.key: right})
 
 
-class _First:
-    """The first value of a compiled argument tuple: a one-expression callable."""
-
-    def __init__(self, fn: CompiledFunction):
-        self.fn = fn
-
-    def __call__(self, row: dict) -> Any:
-        return self.fn(row)[0]
+def _is_streaming(pcoll) -> bool:
+    options = pcoll.pipeline.options
+    return bool(options is not None and options.view_as(StandardOptions).streaming)
 
 
 def _wrap(row: dict, key: str) -> dict:

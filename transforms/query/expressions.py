@@ -165,6 +165,13 @@ def compile_predicate_3vl(expr: ast.Expr) -> CompiledFunction:
     return CompiledFunction(f"def _f(r):\n    return _truth({body})\n", g.consts)
 
 
+def compile_value(expr: ast.Expr) -> CompiledFunction:
+    """row → the value of one expression."""
+    g = _Generator()
+    body = g.expr(expr)
+    return CompiledFunction(f"def _f(r):\n    return {body}\n", g.consts)
+
+
 def compile_args(args: Sequence[ast.Expr]) -> CompiledFunction:
     """row → tuple of argument values."""
     g = _Generator()
