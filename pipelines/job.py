@@ -16,6 +16,7 @@ Paths are relative to the job file. ``--input NAME=PATH`` / ``--output NAME=PATH
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,6 +119,18 @@ def _file_spec(name: str, spec: Any, base: Path, what: str, override: str | None
     return FileSpec(name, full, fmt, options)
 
 
+def _expand_env(value: Any, where: str) -> Any:
+    """``${NAME}`` in a function's settings → the environment variable (endpoints differ per machine)."""
+    if isinstance(value, str):
+        for name in re.findall(r"\$\{(\w+)\}", value):
+            if name not in os.environ:
+                raise JobConfigError(f"{where}: environment variable {name} is not set")
+        return os.path.expandvars(value)
+    if isinstance(value, Mapping):
+        return {k: _expand_env(v, where) for k, v in value.items()}
+    return value
+
+
 def _overrides(pairs: Sequence[str], what: str) -> dict[str, str]:
     out = {}
     for pair in pairs:
@@ -182,6 +195,7 @@ def load_job(path: str | Path, inputs: Sequence[str] = (), outputs: Sequence[str
     functions = doc.get("functions") or {}
     if not isinstance(functions, Mapping):
         raise JobConfigError(f"job file {path}: 'functions' must be a mapping of alias → settings")
+    functions = {alias: _expand_env(spec, f"function '{alias}'") for alias, spec in functions.items()}
     ordering = doc.get("event_ordering") or {}
     try:
         event_ordering = EventOrdering(
