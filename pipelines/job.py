@@ -71,6 +71,47 @@ class Job:
             self._plan = lower(parse(self.query), self.functions(), self.inputs.keys(), self.outputs.keys(), reference)
         return self._plan
 
+    def sample_rows(self, n: int) -> list[dict]:
+        """Up to ``n`` rows of the first input, read directly (for ``tune-batch``)."""
+        import glob
+        import gzip
+        import itertools
+        import json
+
+        spec = next(iter(self.inputs.values()))
+        rows: list[dict] = []
+        for path in sorted(glob.glob(spec.path)):
+            if len(rows) >= n:
+                break
+            want = n - len(rows)
+            if spec.format in ("json", "csv"):
+                opener = gzip.open if path.endswith(".gz") else open
+                with opener(path, "rt", encoding="utf-8", newline="") as f:
+                    if spec.format == "json":
+                        for line in itertools.islice((ln for ln in f if ln.strip()), want):
+                            try:
+                                row = json.loads(line)
+                            except ValueError:
+                                continue
+                            if isinstance(row, dict):
+                                rows.append(row)
+                    else:
+                        import csv
+
+                        rows += list(itertools.islice(csv.DictReader(f), want))
+            elif spec.format == "avro":
+                import fastavro
+
+                with open(path, "rb") as f:
+                    rows += list(itertools.islice(fastavro.reader(f), want))
+            else:
+                import pyarrow.parquet as pq
+
+                for batch in pq.ParquetFile(path).iter_batches(batch_size=want):
+                    rows += batch.to_pylist()[: n - len(rows)]
+                    break
+        return rows
+
     def check(self) -> Plan:
         """Everything that can be checked without reading data (functions' configs included)."""
         plan = self.plan()

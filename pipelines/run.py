@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,7 +11,7 @@ from apache_beam.metrics.metric import MetricsFilter
 
 from pipelines.job import Job
 from pipelines.runners import make_runner, pipeline_options
-from transforms.errors import EndpointConfigError
+from transforms.functions.azureml import find_endpoint_error
 from transforms.query.compile import AsaQuery
 from transforms.query.plan import SelectStep
 
@@ -71,24 +70,6 @@ def run_job(job: Job, beam_args: Sequence[str] = ()) -> RunSummary:
             raise endpoint_error from None
         raise
     return collect_metrics(result)
-
-
-_ENDPOINT_RE = re.compile(r"function '([^']+)': endpoint (\S+) answered HTTP (\d+)(?: \(([^)]*)\))?")
-
-
-def find_endpoint_error(exc: BaseException) -> EndpointConfigError | None:
-    """The EndpointConfigError behind a runner's wrapped exception, if that is what stopped the job."""
-    seen = set()
-    e: BaseException | None = exc
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, EndpointConfigError):
-            return e
-        e = e.__cause__ or e.__context__
-    m = _ENDPOINT_RE.search(str(exc))
-    if m:
-        return EndpointConfigError(m.group(1), m.group(2), int(m.group(3)), m.group(4) or "")
-    return None
 
 
 def collect_metrics(result: Any) -> RunSummary:

@@ -6,13 +6,15 @@ The public API: ``AsaQuery`` (a whole query as a PTransform), the function imple
 
 from transforms.deadletter import FAILED, DeadLetter, RowError
 from transforms.errors import AsaError, EndpointConfigError, FunctionConfigError, QueryError
+from transforms.functions.azureml import AzureMLConfig, AzureMLFunction, ScoreRows
 from transforms.functions.base import AsaFunction, CallSite, ScalarFunction
+from transforms.functions.javascript import JavaScriptFunction, JavaScriptUdf
 from transforms.functions.python import PythonFunction
 from transforms.functions.registry import FunctionRegistry
-from transforms.query.compile import AsaQuery, QueryOutputs
+from transforms.query.compile import AsaQuery, EventOrdering, QueryOutputs
 
 __all__ = [
-    "FAILED", "AsaError", "AsaFunction", "AsaQuery", "CallSite", "DeadLetter", "EndpointConfigError",
-    "FunctionConfigError", "FunctionRegistry", "PythonFunction", "QueryError", "QueryOutputs", "RowError",
-    "ScalarFunction",
+    "FAILED", "AsaError", "AsaFunction", "AsaQuery", "AzureMLConfig", "AzureMLFunction", "CallSite", "DeadLetter",
+    "EndpointConfigError", "EventOrdering", "FunctionConfigError", "FunctionRegistry", "JavaScriptFunction",
+    "JavaScriptUdf", "PythonFunction", "QueryError", "QueryOutputs", "RowError", "ScalarFunction", "ScoreRows",
 ]

@@ -1,0 +1,363 @@
+"""HTTP calls to an Azure ML endpoint, and the one place where statuses become actions.
+
+The failure policy (documented in the README; the table is ``classify``):
+
+=================================================  ==============================================
+What the endpoint did                              What happens
+=================================================  ==============================================
+2xx with one result per row where the swagger says  rows are scored
+2xx with the wrong count / shape / not JSON         the batch's rows are dead-lettered
+                                                    (``endpoint_bad_response``), no retry
+connection error, timeout, 408, 429, 500, 502,      retried with exponential back-off and jitter
+503, 504                                            (``Retry-After`` honoured on any of them),
+                                                    at most ``max_attempts`` tries within
+                                                    ``deadline_s``; then the rows are dead-lettered
+                                                    (``endpoint_unavailable`` + last status)
+400, 413, 422                                       ``REJECTED``: the caller bisects the batch until
+                                                    the offending rows are alone; those are
+                                                    dead-lettered (``endpoint_rejected_row``)
+401, 403, 404                                       ``EndpointConfigError``: the job stops at once
+anything else (e.g. 405, 409, 501, 3xx)             not retried, not split: the batch's rows are
+                                                    dead-lettered (``endpoint_unavailable``)
+=================================================  ==============================================
+
+Time is injected (``Timing``: clock, sleep, jitter) so tests never sleep. The key is sent as
+``Authorization: Bearer <key>`` and removed from every message this module produces.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import enum
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+from urllib.parse import parse_qsl, urlsplit
+
+from transforms.deadletter import json_default
+from transforms.errors import EndpointConfigError
+from transforms.functions.azureml.swagger import SwaggerSignature, _safe_url
+
+_LOG = logging.getLogger(__name__)
+
+ENDPOINT_UNAVAILABLE = "endpoint_unavailable"
+ENDPOINT_REJECTED_ROW = "endpoint_rejected_row"
+ENDPOINT_BAD_RESPONSE = "endpoint_bad_response"
+
+
+class Action(enum.Enum):
+    """What to do with a batch after one HTTP exchange."""
+
+    OK = "ok"
+    RETRY = "retry"  # transient: try again after a back-off
+    SPLIT = "split"  # the endpoint rejected the request's contents: bisect
+    STOP = "stop"  # configuration error: stop the job
+    FAIL = "fail"  # give up on this batch without retrying
+
+
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+SPLIT_STATUSES = frozenset({400, 413, 422})
+STOP_STATUSES = frozenset({401, 403, 404})
+
+
+def classify(status: int | None) -> Action:
+    """The failure policy in one function; ``None`` means no HTTP response (connection error, timeout)."""
+    if status is None or status in RETRY_STATUSES:
+        return Action.RETRY
+    if 200 <= status < 300:
+        return Action.OK
+    if status in SPLIT_STATUSES:
+        return Action.SPLIT
+    if status in STOP_STATUSES:
+        return Action.STOP
+    return Action.FAIL
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounds on retrying a transient failure.
+
+    The n-th retry waits ``min(backoff_max_s, backoff_base_s * 2**(n-1))`` scaled by a jitter
+    factor in [0.5, 1) ("equal jitter"), or the ``Retry-After`` the endpoint sent (capped at
+    ``retry_after_max_s``). A batch is given up when ``max_attempts`` requests failed or the next
+    wait would end after ``deadline_s`` from its first request.
+    """
+
+    max_attempts: int = 5
+    deadline_s: float = 300.0
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 30.0
+    retry_after_max_s: float = 120.0
+
+    def backoff(self, retry: int, jitter: float) -> float:
+        """Seconds before retry number ``retry`` (1-based); ``jitter`` in [0, 1)."""
+        return min(self.backoff_max_s, self.backoff_base_s * 2 ** (retry - 1)) * (0.5 + jitter / 2)
+
+
+def _default_sleep(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Injected time: a monotonic clock, a sleep, a jitter source in [0, 1)."""
+
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = _default_sleep
+    jitter: Callable[[], float] = random.random
+
+
+class CallStats(NamedTuple):
+    """What one ``call`` cost; the DoFn turns these into Beam metrics in its own thread."""
+
+    requests: int = 0
+    rows_sent: int = 0
+    failed_requests: int = 0
+    retries: int = 0
+    latencies_ms: tuple[float, ...] = ()
+
+    def __add__(self, other: CallStats) -> CallStats:  # type: ignore[override]
+        return CallStats(self.requests + other.requests, self.rows_sent + other.rows_sent,
+                         self.failed_requests + other.failed_requests, self.retries + other.retries,
+                         self.latencies_ms + other.latencies_ms)
+
+
+class CallResult(NamedTuple):
+    """The outcome of scoring one batch (after retries).
+
+    ``action`` is OK (``results`` holds one value per row), SPLIT (rejected: ``status`` and the
+    endpoint's ``message``) or FAIL (unavailable or a bad response: ``reason``, ``status``, ``message``).
+    """
+
+    action: Action
+    results: list | None
+    status: int | None
+    reason: str | None
+    message: str
+    stats: CallStats
+
+
+class Cancelled(Exception):
+    """The client was closed (another batch stopped the job) while this call was pending."""
+
+
+@dataclass
+class ScoringClient:
+    """Posts batches of converted rows to one endpoint; owns a pooled ``requests.Session``.
+
+    Create it where it is used (a DoFn's ``setup``): the session is never pickled.
+
+    >>> client = ScoringClient("score", "http://127.0.0.1:5001/score", signature)  # doctest: +SKIP
+    >>> client.call([{"vendorid": 1, ...}]).results                                 # doctest: +SKIP
+    [{'Scored Labels': 13.2}]
+    """
+
+    alias: str
+    url: str
+    signature: SwaggerSignature
+    key: str | None = field(default=None, repr=False)
+    timeout_s: float = 100.0
+    connect_timeout_s: float = 10.0
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
+    pool_size: int = 1
+    timing: Timing | None = None
+
+    def __post_init__(self):
+        self._session = None
+        self._closed = threading.Event()
+        self._timing = self.timing or Timing(sleep=self._interruptible_sleep)
+        self._safe_url = _safe_url(self.url)
+        self._secrets = _secrets_of(self.url, self.key)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def open(self) -> ScoringClient:
+        import requests
+        from requests.adapters import HTTPAdapter
+
+        session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(1, self.pool_size), max_retries=0)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        session.headers.update({"Content-Type": "application/json", "Accept": "application/json"})
+        if self.key:
+            session.headers["Authorization"] = f"Bearer {self.key}"
+        session.trust_env = False  # no proxies or .netrc credentials picked up behind our back
+        self._session = session
+        return self
+
+    def close(self) -> None:
+        """Stop pending retries and release connections."""
+        self._closed.set()
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+    def __enter__(self) -> ScoringClient:
+        return self.open()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _interruptible_sleep(self, seconds: float) -> None:
+        self._closed.wait(seconds)
+
+    # -- override points ----------------------------------------------------------------------
+
+    def encode(self, payloads: Sequence[Any]) -> bytes:
+        """The request body for already-converted rows. ValueError/TypeError if a value is not JSON."""
+        body = self.signature.envelope(list(payloads))
+        return json.dumps(body, default=json_default, separators=(",", ":"), allow_nan=False,
+                          ensure_ascii=False).encode("utf-8")
+
+    def decode(self, content: bytes) -> list:
+        """The per-row results of a 2xx response body; ValueError when they are not there."""
+        try:
+            body = json.loads(content)
+        except ValueError:
+            raise ValueError("the response is not JSON") from None
+        return self.signature.results(body)
+
+    # -- the call -----------------------------------------------------------------------------
+
+    def call(self, payloads: Sequence[Any]) -> CallResult:
+        """Score one batch, retrying transient failures; raises EndpointConfigError on 401/403/404."""
+        import requests
+        import urllib3
+
+        if self._session is None:
+            raise RuntimeError("ScoringClient.open() was not called")
+        data = self.encode(payloads)
+        timing, policy = self._timing, self.policy
+        n = len(payloads)
+        start = timing.clock()
+        requests_sent = failed = retries = 0
+        latencies: list[float] = []
+        status: int | None = None
+        last_status: int | None = None
+        message = ""
+        while True:
+            if self._closed.is_set():
+                raise Cancelled()
+            t0 = timing.clock()
+            try:
+                # stream + one raw read: the body arrives in a few large recv() calls instead of
+                # 10 KB chunks, each of which would wait for the GIL behind the pipeline's thread.
+                with self._session.post(self.url, data=data, stream=True,
+                                        timeout=(self.connect_timeout_s, self.timeout_s)) as resp:
+                    status = resp.status_code
+                    content = resp.raw.read(decode_content=True)
+                    headers = resp.headers
+            except (requests.Timeout, urllib3.exceptions.TimeoutError):
+                status, content, headers = None, b"", {}
+                message = f"timed out (request_timeout_s {self.timeout_s:g})"
+            except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as e:
+                status, content, headers = None, b"", {}
+                message = f"connection failed ({type(e).__name__})"
+            if status is not None:
+                last_status = status
+            latencies.append((timing.clock() - t0) * 1000.0)
+            requests_sent += 1
+            action = classify(status)
+            if action is Action.OK:
+                try:
+                    results = self.decode(content)
+                except ValueError as e:
+                    return CallResult(Action.FAIL, None, status, ENDPOINT_BAD_RESPONSE,
+                                      self._redact(f"udf.{self.alias}: {e}"),
+                                      _stats(requests_sent, n, failed, retries, latencies))
+                if len(results) != n:
+                    return CallResult(Action.FAIL, None, status, ENDPOINT_BAD_RESPONSE,
+                                      f"udf.{self.alias}: the endpoint returned {len(results)} results "
+                                      f"for {n} rows", _stats(requests_sent, n, failed, retries, latencies))
+                return CallResult(Action.OK, results, status, None, "",
+                                  _stats(requests_sent, n, failed, retries, latencies))
+            failed += 1
+            if status is not None:
+                message = self._endpoint_message(content)
+            if action is Action.STOP:
+                raise EndpointConfigError(self.alias, self._safe_url, status, message)
+            if action is Action.SPLIT:
+                return CallResult(Action.SPLIT, None, status, ENDPOINT_REJECTED_ROW,
+                                  self._describe(status, message), _stats(requests_sent, n, failed, retries, latencies))
+            if action is Action.RETRY and requests_sent < policy.max_attempts:
+                retry_after = _retry_after(headers.get("Retry-After"), time.time())
+                if retry_after is not None:
+                    delay = min(retry_after, policy.retry_after_max_s)
+                else:
+                    delay = policy.backoff(requests_sent, timing.jitter())
+                if timing.clock() + delay - start <= policy.deadline_s:
+                    retries += 1
+                    _LOG.warning("udf.%s: %s from %s; retry %d in %.2f s", self.alias,
+                                 f"HTTP {status}" if status else message, self._safe_url, retries, delay)
+                    timing.sleep(delay)
+                    continue
+            why = "" if action is Action.FAIL else f" after {requests_sent} attempt(s)"
+            return CallResult(Action.FAIL, None, last_status, ENDPOINT_UNAVAILABLE,
+                              self._describe(status, message) + why,
+                              _stats(requests_sent, n, failed, retries, latencies))
+
+    # -- messages -----------------------------------------------------------------------------
+
+    def _describe(self, status: int | None, message: str) -> str:
+        head = f"udf.{self.alias}: {self._safe_url} "
+        head += f"answered HTTP {status}" if status is not None else "did not answer"
+        return self._redact(f"{head}: {message}" if message else head)
+
+    def _endpoint_message(self, content: bytes) -> str:
+        text = content[:2000].decode("utf-8", "replace").strip()
+        try:
+            body = json.loads(text)
+        except ValueError:
+            body = None
+        if isinstance(body, dict):
+            for k in ("message", "error", "detail", "Message", "Error"):
+                if k in body:
+                    v = body[k]
+                    text = v if isinstance(v, str) else json.dumps(v)
+                    break
+        elif isinstance(body, str):
+            text = body
+        text = " ".join(text.split())
+        return self._redact(text[:300])
+
+    def _redact(self, text: str) -> str:
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, "***")
+        return text
+
+
+def _secrets_of(url: str, key: str | None) -> tuple[str, ...]:
+    """What must never be shown: the key, query-string values and the password of the URL."""
+    parts = urlsplit(url)
+    found = [key] if key else []
+    found += [v for _, v in parse_qsl(parts.query) if len(v) >= 4]
+    if parts.password:
+        found.append(parts.password)
+    return tuple(sorted(set(found), key=len, reverse=True))
+
+
+def _stats(requests_sent: int, rows: int, failed: int, retries: int, latencies: list[float]) -> CallStats:
+    return CallStats(requests_sent, requests_sent * rows, failed, retries, tuple(latencies))
+
+
+def _retry_after(value: str | None, now: float) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - now)
