@@ -140,6 +140,25 @@ def runinference_pipeline(src: str, dst: str, url: str) -> Callable[[beam.Pipeli
     return build
 
 
+SEED_QUERY = """WITH Dataframe AS (SELECT vendorid, weekday, pickuphour, passenger, distance FROM input)
+SELECT udf.score(Dataframe) INTO output FROM Dataframe WHERE Dataframe IS NOT NULL"""
+# The same job with the scoring removed: the record itself is the output.
+UNSCORED_QUERY = """WITH Dataframe AS (SELECT vendorid, weekday, pickuphour, passenger, distance FROM input)
+SELECT Dataframe AS score INTO output FROM Dataframe WHERE Dataframe IS NOT NULL"""
+
+
+def query_pipeline(src: str, dst: str, query: str, fn: AzureMLFunction | None) -> Callable[[beam.Pipeline], None]:
+    """The seed query as a job runs it: ReadRows → AsaQuery → WriteRows."""
+    from transforms.io import ReadRows, WriteRows
+    from transforms.query.compile import AsaQuery
+
+    def build(p):
+        rows = p | ReadRows(src, "json", name="input")
+        out = {"input": rows["rows"]} | AsaQuery(query, [fn] if fn is not None else [])
+        out["output"] | WriteRows(dst, "json", name="output")
+    return build
+
+
 def _count_lines(pattern: str) -> int:
     import glob
 
@@ -191,13 +210,21 @@ def run() -> list[str]:
                 "ri": runinference_pipeline(str(src), str(tmpdir / "ri"), ep.url),
                 "ours1": asa_pipeline(str(src), str(tmpdir / "ours1"), fn[1]),
                 "ours2": asa_pipeline(str(src), str(tmpdir / "ours2"), fn[2]),
+                "seed": query_pipeline(str(src), str(tmpdir / "seed"), SEED_QUERY, fn[1]),
+                "unscored": query_pipeline(str(src), str(tmpdir / "unscored"), UNSCORED_QUERY, None),
             }
             best = _interleaved(configs, repeats)
             assert _count_lines(str(tmpdir / "ours1")) == n, "ScoreRows lost rows"
-            plain, ri, ours1, ours2 = (n / best[k] for k in ("plain", "ri", "ours1", "ours2"))
+            plain, ri, ours1, ours2, seed, unscored = (
+                n / best[k] for k in ("plain", "ri", "ours1", "ours2", "seed", "unscored"))
             one = AzureMLFunction("score", AzureMLConfig(endpoint=ep.url, batch_size=1))
             ours_b1 = n1 / _timed(asa_pipeline(str(src1), str(tmpdir / "b1"), one), 1)
         lines += [
+            f"seed query end to end (job: ReadRows → AsaQuery → WriteRows), records endpoint, batch {BATCH}, "
+            f"parallel_requests 1, {n:,} rows",
+            f"  same job with the scoring removed   {unscored:>9,.0f} rows/s",
+            f"  seed query with udf.score           {seed:>9,.0f} rows/s   {seed / unscored:.2f}x without scoring "
+            f"(target >= 0.8x)   {seed / ri:.2f}x RunInference (target >= 1.0x)",
             f"scoring: local Azure ML endpoint (records style, taxi model), batch size {BATCH}, {n:,} rows, "
             "DirectRunner",
             f"  pipeline without scoring            {plain:>9,.0f} rows/s",
