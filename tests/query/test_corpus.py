@@ -8,6 +8,7 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
+from transforms.functions.javascript.uda import JavaScriptAggregate
 from transforms.functions.python import PythonFunction
 from transforms.functions.registry import FunctionRegistry
 from transforms.query.compile import AsaQuery
@@ -29,6 +30,9 @@ def registry() -> FunctionRegistry:
         PythonFunction("score", lambda x: 1.0, arity=(1, 1)),
         PythonFunction("createArray", lambda *a: list(a)),
         PythonFunction("sentiment", lambda t: {"Score": 0.5}, arity=(1, 1)),
+        JavaScriptAggregate("TWA", "function main() { this.init = function () { this.s = 0; };"
+                                   " this.accumulate = function (v, t) { this.s += 1; };"
+                                   " this.computeResult = function () { return this.s; }; }"),
     ])
 
 

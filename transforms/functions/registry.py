@@ -19,6 +19,7 @@ from transforms.functions.base import AsaFunction
 FUNCTION_TYPES: dict[str, str] = {
     "python": "transforms.functions.python:from_config",
     "javascript": "transforms.functions.javascript:from_config",
+    "javascript_uda": "transforms.functions.javascript.uda:from_config",
     "azureml": "transforms.functions.azureml:from_config",
 }
 

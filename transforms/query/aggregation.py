@@ -13,7 +13,8 @@ import apache_beam as beam
 
 from transforms.deadletter import FAILED, DeadLetter, RowError
 from transforms.functions.base import ROWS
-from transforms.query.aggregates import AggregateSpec, make_input_checker
+from transforms.functions.registry import FunctionRegistry
+from transforms.query.aggregates import AggregateSpec, UdaAccumulator, make_input_checker
 from transforms.query.expressions import CompiledFunction, compile_args
 from transforms.query.plan import TS_COLUMN, AggregateDef, Grouping, RowRef
 from transforms.query.windows import WindowedAggregate, WindowSpec, key_part
@@ -29,7 +30,12 @@ def window_spec(grouping: Grouping) -> WindowSpec | None:
                       max_duration_us=w.max_duration_us, partition_by=partition)
 
 
-def aggregate_spec(a: AggregateDef) -> AggregateSpec:
+def aggregate_spec(a: AggregateDef, functions: FunctionRegistry | None = None) -> AggregateSpec:
+    if a.function is not None:  # a JavaScript UDA: replayed in event-time order into one JS object
+        fn = functions.lookup(a.function) if functions is not None else None
+        if fn is None:
+            raise ValueError(f"uda.{a.function} is not in the function registry")
+        return AggregateSpec(a.name, impl=UdaAccumulator(fn.factory))
     directions = tuple("DESC" if desc else "ASC" for _, desc in a.order_by)
     if a.name == "COLLECTTOP":
         params = (a.params[0], directions)
@@ -124,17 +130,19 @@ class GroupAndAggregate(beam.PTransform):
     ``{"rows": grouped rows, "failed": DeadLetters}`` (rows whose keys or aggregate arguments fail).
     """
 
-    def __init__(self, step: str, grouping: Grouping, allowed_lateness_us: int = 0):
+    def __init__(self, step: str, grouping: Grouping, allowed_lateness_us: int = 0,
+                 functions: FunctionRegistry | None = None):
         super().__init__()
         self.step = step
         self.grouping = grouping
         self.lateness = allowed_lateness_us
+        self.functions = functions
 
     def expand(self, rows):
         g = self.grouping
         aggregates = g.aggregates or (AggregateDef("\x00count", "COUNT", star=True),)  # GROUP BY without aggregates
         recipe = _Recipe(aggregates)
-        specs = tuple(aggregate_spec(a) for a in aggregates)
+        specs = tuple(aggregate_spec(a, self.functions) for a in aggregates)
         keyed = rows | "Keys and arguments" >> beam.ParDo(
             _KeyAndArgs(self.step, compile_args(g.keys), compile_args(recipe.exprs), recipe.shapes, specs)
         ).with_outputs(FAILED, main=ROWS)

@@ -190,7 +190,7 @@ class SelectStepTransform(beam.PTransform):
 
         # Batch has no late data; allowed lateness would add late firings and cost combiner lifting.
         lateness = self.ordering.allowed_lateness_us if _is_streaming(rows) else 0
-        out = rows | "Group by" >> GroupAndAggregate(self.step.name, self.step.grouping, lateness)
+        out = rows | "Group by" >> GroupAndAggregate(self.step.name, self.step.grouping, lateness, self.functions)
         failed.append(out[FAILED])
         return out[ROWS]
 

@@ -400,9 +400,10 @@ def _walk(e: object):
 
 def _has_aggregate(sel: ast.Select) -> bool:
     exprs = [i.expr for i in sel.items] + ([sel.having] if sel.having is not None else [])
-    return any(isinstance(n, ast.Call) and not n.namespace and n.name.lower() in qfn.AGGREGATES
-               and not (n.name.lower() in ("count", "sum", "avg", "min", "max") and n.over is not None)
-               for e in exprs for n in _walk(e))
+    return any(isinstance(n, ast.Call) and ((n.namespace or "").lower() == "uda" or (
+        not n.namespace and n.name.lower() in qfn.AGGREGATES
+        and not (n.name.lower() in ("count", "sum", "avg", "min", "max") and n.over is not None)))
+        for e in exprs for n in _walk(e))
 
 
 def _conjuncts(e: ast.Expr) -> list[ast.Expr]:
@@ -643,7 +644,24 @@ class _Scope:
         if ns == "udf":
             return self.udf(e, guard)
         if ns == "uda":
-            raise _not_supported("JavaScript UDAs (uda.)", e.pos)
+            fn = self.lw.functions.lookup(e.name)
+            if fn is None or fn.kind != "javascript_uda":
+                known = ", ".join(f.alias for f in self.lw.functions if f.kind == "javascript_uda") or "none"
+                raise QueryError(f"unknown aggregate 'uda.{e.name}'; JavaScript UDAs defined: {known}", *e.pos)
+            if self.phase != "post":
+                raise QueryError(f"uda.{e.name} is an aggregate: it needs GROUP BY and belongs in SELECT or HAVING",
+                                 *e.pos)
+            if len(e.args) != 1:
+                raise QueryError(f"uda.{e.name} takes one argument", *e.pos)
+            saved, self.phase = self.phase, "group"
+            try:
+                arg = self.expr(e.args[0], ())
+            finally:
+                self.phase = saved
+            column = self.lw.new_hidden("agg")
+            self.aggregates.append(AggregateDef(column, f"UDA.{fn.alias.upper()}", (arg,), pos=e.pos,
+                                                function=fn.alias))
+            return HiddenRef(column, e.pos)
         if ns:
             raise QueryError(f"unknown function '{ns}.{e.name}'", *e.pos)
         if e.star or e.distinct:

@@ -106,6 +106,7 @@ class AggregateDef:
     params: tuple = ()  # constants: CollectTOP's n, a percentile
     order_by: tuple[tuple[ast.Expr, bool], ...] = ()  # (expr, descending)
     pos: ast.Pos = (0, 0)
+    function: str | None = None  # the alias of a JavaScript UDA (uda.<alias>)
 
 
 @dataclass(frozen=True)
