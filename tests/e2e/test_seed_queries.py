@@ -55,3 +55,37 @@ def test_seed_record_query_and_designer_fields(records_endpoint, data, tmp_path,
     assert sorted(r["score"]["Scored Labels"] for r in scored) == pytest.approx(sorted(predicted))
     by_trip = {r["tripid"]: r["predictedFare"] for r in read(tmp_path / "pred")}
     assert by_trip == pytest.approx({r["tripid"]: p for r, p in zip(rows, predicted, strict=True)})
+
+
+def test_per_window_average_of_the_model_score(records_endpoint, tmp_path, monkeypatch):
+    """Scoring and windows in one job: AVG(udf.score(...).[Scored Labels]) per vendor and 10-minute window."""
+    import datetime as dt
+
+    rows = list(trips(120, seed=5))
+    base = dt.datetime(2024, 1, 1, 10, tzinfo=dt.timezone.utc)
+    for i, r in enumerate(rows):
+        r["at"] = (base + dt.timedelta(seconds=37 * i + 1)).isoformat()
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "q.asaql").write_text(
+        "WITH Features AS (SELECT vendorid, weekday, pickuphour, passenger, distance, at FROM input),\n"
+        "Scored AS (SELECT vendorid, at, udf.score(Features).[Scored Labels] AS pred FROM Features)\n"
+        "SELECT vendorid, AVG(pred) AS avgPred, COUNT(*) AS n, System.Timestamp() AS windowEnd INTO output\n"
+        "FROM Scored TIMESTAMP BY at GROUP BY vendorid, TumblingWindow(minute, 10)\n")
+    (tmp_path / "job.yaml").write_text(
+        "query: q.asaql\ninputs: {input: {path: in.jsonl}}\noutputs: {output: {path: out/w}}\n"
+        "functions: {score: {type: azureml, endpoint: '${SCORE_URL}'}}\n")
+    monkeypatch.setenv("SCORE_URL", records_endpoint.url)
+    assert main(["run", str(tmp_path / "job.yaml")]) == 0
+    predicted = taxi.predict(taxi.load_model(model_cache_dir()), [{k: r[k] for k in taxi.FEATURES} for r in rows])
+    groups: dict[tuple, list[float]] = {}
+    for i, (r, p) in enumerate(zip(rows, predicted, strict=True)):
+        end = 600 * -(-(37 * i + 1) // 600)  # (start, end] windows of 600 s
+        groups.setdefault((r["vendorid"], end), []).append(p)
+    got = {(r["vendorid"], r["windowEnd"]): (r["avgPred"], r["n"]) for r in read(tmp_path / "out" / "w")}
+    def iso(e: int) -> str:
+        return (base + dt.timedelta(seconds=e)).isoformat().replace("+00:00", ".0000000Z")
+
+    want = {(v, iso(e)): (sum(ps) / len(ps), len(ps)) for (v, e), ps in groups.items()}
+    assert got.keys() == want.keys()
+    for k, (avg, n) in want.items():
+        assert got[k][1] == n and got[k][0] == pytest.approx(avg)
