@@ -112,6 +112,39 @@ def format_summary(job: Job, summary: RunSummary) -> str:
     return "\n".join(lines)
 
 
+def _step_transforms(step: SelectStep, functions) -> list[str]:
+    """The PTransforms a SELECT step becomes, in the order SelectStepTransform applies them."""
+    def calls(phase: str) -> list[str]:
+        out = []
+        for c in sorted((c for c in step.calls if c.phase == phase), key=lambda c: c.stage):
+            fn = functions.lookup(c.function)
+            out.append(f"udf.{c.function} [{fn.describe() if fn else '?'}]")
+        return out
+
+    parts = []
+    if step.timestamp_by is not None:
+        parts.append("Timestamp by: ParDo(AssignTimestampDoFn)")
+    parts += [f"{'Left join' if j.kind == 'left' else 'Join'} {j.alias}: "
+              f"{'ReferenceJoin' if j.reference else 'IntervalJoin'}" for j in step.joins]
+    parts += [f"{a.kind.capitalize()} apply {a.alias}: ParDo(ApplyDoFn)" for a in step.applies]
+    if step.uses_timestamp:
+        parts.append("System.Timestamp(): ParDo")
+    if step.analytic:
+        parts.append(f"Analytic functions: AnalyticFunctions({len(step.analytic)} calls)")
+    parts += calls("where")
+    later = [c for c in step.calls if c.phase in ("select", "group")] or step.grouping is not None
+    if later and step.where is not None:
+        parts.append("Where: ParDo(EvaluateDoFn)")
+    parts += calls("select") + calls("group")
+    if step.grouping is not None:
+        window = step.grouping.window
+        parts.append(f"Group by: GroupAndAggregate(WindowedAggregate {window.kind if window else 'global'}, "
+                     f"{len(step.grouping.aggregates)} aggregates)")
+        parts += calls("post")
+    parts.append("Select: ParDo(EvaluateDoFn)")
+    return parts
+
+
 def describe_pipeline(job: Job) -> str:
     """``asa-beam explain``: the plan, then the PTransforms each step becomes."""
     plan = job.plan()
@@ -122,14 +155,8 @@ def describe_pipeline(job: Job) -> str:
         lines.append(f"  Read {name}: ReadRows({spec.format}: {spec.path})")
     for step in plan.steps:
         if isinstance(step, SelectStep):
-            parts = []
-            for c in sorted(step.calls, key=lambda c: (c.phase != "where", c.stage)):
-                fn = functions.lookup(c.function)
-                parts.append(f"udf.{c.function} [{fn.describe() if fn else '?'}]")
-            if step.calls and step.where is not None and any(c.phase == "select" for c in step.calls):
-                parts.insert(sum(1 for c in step.calls if c.phase == "where"), "Where: ParDo(EvaluateDoFn)")
-            parts.append("Select: ParDo(EvaluateDoFn)")
-            lines.append(f"  Query/{step.name} (reads {step.source}): " + " -> ".join(parts))
+            lines.append(f"  Query/{step.name} (reads {', '.join(step.sources)}): "
+                         + " -> ".join(_step_transforms(step, functions)))
         else:
             lines.append(f"  Query/{step.name}: Flatten({', '.join(step.parts)})")
     for name in plan.output_names():

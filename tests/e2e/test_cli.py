@@ -194,3 +194,13 @@ def test_javascript_syntax_error_fails_check_with_line(tmp_path, capsys):
     assert main(["check", str(j)]) == 2
     err = capsys.readouterr().err
     assert "line 2" in err and "Traceback" not in err
+
+
+def test_explain_lists_the_transforms_of_time_steps(tmp_path, capsys):
+    q = ("WITH S AS (SELECT k, t, a.ArrayValue AS v FROM src i CROSS APPLY GetArrayElements(i.arr) AS a)\n"
+         "SELECT k, SUM(v) AS total INTO result FROM S TIMESTAMP BY t GROUP BY k, TumblingWindow(minute, 1)")
+    j = job(tmp_path, q, {"src": "in.jsonl"}, {"result": ("out/r", "json")})
+    assert main(["explain", str(j)]) == 0
+    text = capsys.readouterr().out
+    assert "Cross apply a: ParDo(ApplyDoFn)" in text
+    assert "Timestamp by: ParDo(AssignTimestampDoFn) -> Group by: GroupAndAggregate(WindowedAggregate tumbling" in text
