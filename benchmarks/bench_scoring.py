@@ -32,8 +32,8 @@ from pathlib import Path
 import apache_beam as beam
 import requests
 from apache_beam.ml.inference.base import PredictionResult, RemoteModelHandler, RunInference
-from apache_beam.options.pipeline_options import PipelineOptions
 
+from benchmarks.common import best_of, timed_pipeline
 from pipelines.serving.fake import FakeEndpointProcess, swagger_for
 from pipelines.serving.model import FEATURES, generate_trips
 from pipelines.serving.server import LocalEndpoint
@@ -43,18 +43,6 @@ BATCH = 1000
 SLOW_LATENCY_S, SLOW_BATCH, SLOW_PARALLEL = 0.025, 100, 4
 
 
-def _options() -> PipelineOptions:
-    # DirectRunner, explicitly; it runs these batch pipelines on its FnApiRunner.
-    return PipelineOptions(["--runner", "DirectRunner"])
-
-
-def _no_prism() -> None:
-    """The DirectRunner first tries to download Prism (no internet here); skip that, as the tests do."""
-    from apache_beam.runners.direct.direct_runner import SwitchingDirectRunner
-
-    SwitchingDirectRunner._is_interactive = True
-
-
 def _write_input(path: Path, n: int) -> None:
     with path.open("w") as f:
         for trip in generate_trips(n, seed=2024):
@@ -62,14 +50,7 @@ def _write_input(path: Path, n: int) -> None:
 
 
 def _timed(build: Callable[[beam.Pipeline], None], repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        p = beam.Pipeline(options=_options())
-        build(p)
-        t0 = time.perf_counter()
-        p.run().wait_until_finish()
-        best = min(best, time.perf_counter() - t0)
-    return best
+    return best_of(repeats, lambda: timed_pipeline(build))
 
 
 def _interleaved(configs: dict[str, Callable[[beam.Pipeline], None]], repeats: int) -> dict[str, float]:
@@ -187,7 +168,6 @@ def ceiling_client(url: str, payloads: list, batch: int, parallel: int) -> float
 
 
 def run() -> list[str]:
-    _no_prism()
     n = int(os.environ.get("ASA_BENCH_ROWS", "200000"))
     repeats = int(os.environ.get("ASA_BENCH_REPEATS", "2"))
     lines: list[str] = []
