@@ -224,8 +224,8 @@ class _FileReader(beam.DoFn):
             raw.close()
 
     def read(self, stream, path: str) -> Iterator[Any]:
-        """Rows (dicts) and dead letters (TaggedOutput) of one file."""
-        raise NotImplementedError
+        """Rows (dicts) and dead letters (TaggedOutput) of one file; each format's reader overrides it."""
+        raise TypeError(f"{type(self).__name__} must override read()")
 
 
 class _ReadCsvFile(_FileReader):

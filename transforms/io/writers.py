@@ -33,6 +33,7 @@ ASA rows have no fixed schema, so per format:
 
 from __future__ import annotations
 
+import abc
 import csv
 import datetime as _dt
 import decimal
@@ -413,7 +414,7 @@ class _RowSink(FileBasedSink):
         writer.close()
 
 
-class _ShardWriter:
+class _ShardWriter(abc.ABC):
     """Writes one shard file: ``write`` each row, then ``close``."""
 
     def __init__(self, sink: _RowSink, handle):
@@ -421,10 +422,10 @@ class _ShardWriter:
         self.handle = handle
         self.rows = 0
 
-    def write(self, row: dict) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def write(self, row: dict) -> None: ...
 
-    def finish(self) -> None:
+    def finish(self) -> None:  # noqa: B027 - optional hook: most writers stream and buffer nothing
         """Writes what is buffered, before the handle is closed."""
 
     def close(self) -> None:
@@ -458,8 +459,8 @@ class _SpoolingWriter(_ShardWriter):
         finally:
             self.spool.close()
 
-    def write_file(self, schema: _Type, chunks: Iterator[list[dict]]) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def write_file(self, schema: _Type, chunks: Iterator[list[dict]]) -> None: ...
 
 
 def _csv_cell(v: Any) -> str:

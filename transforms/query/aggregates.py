@@ -76,6 +76,7 @@ so it is always replayed and its live objects never reach Beam state.
 
 from __future__ import annotations
 
+import abc
 import bisect
 import datetime as _dt
 import json
@@ -178,27 +179,28 @@ def _div(num: int, den: int) -> float:
 # --------------------------------------------------------------------------- accumulators
 
 
-class Accumulator:
+class Accumulator(abc.ABC):
     """Base of the built-in accumulators (documents the interface; see the module docstring)."""
 
     mergeable = True
     retractable = False
     needs_timestamp = False
 
-    def create(self) -> Any:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def create(self) -> Any: ...
 
-    def add(self, acc: Any, value: Any) -> Any:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def add(self, acc: Any, value: Any) -> Any: ...
 
-    def merge(self, accs: Iterable[Any]) -> Any:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def merge(self, accs: Iterable[Any]) -> Any: ...
 
-    def extract(self, acc: Any) -> Any:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def extract(self, acc: Any) -> Any: ...
 
     def remove(self, acc: Any, value: Any) -> Any:
-        raise NotImplementedError(f"{type(self).__name__} cannot remove values")
+        """Undo ``add``; only retractable accumulators (``retractable = True``) override it."""
+        raise TypeError(f"{type(self).__name__} cannot remove values (it is not retractable)")
 
 
 class CountStar(Accumulator):
