@@ -179,6 +179,17 @@ def _div(num: int, den: int) -> float:
 # --------------------------------------------------------------------------- accumulators
 
 
+def _add_slots(accs: Iterable[list]) -> list:
+    """Merge accumulators that are fixed-length lists of sums (Sum/Avg and Var share the layout: 7 slots)."""
+    it = iter(accs)
+    out = list(next(it))
+    for a in it:
+        for i, v in enumerate(a):
+            out[i] += v
+    return out
+
+
+
 class Accumulator(abc.ABC):
     """Base of the built-in accumulators (documents the interface; see the module docstring)."""
 
@@ -278,12 +289,7 @@ class Sum(Accumulator):
         return self._update(acc, value, -1)
 
     def merge(self, accs):
-        it = iter(accs)
-        out = list(next(it))
-        for a in it:
-            for i in range(7):
-                out[i] += a[i]
-        return out
+        return _add_slots(accs)
 
     @staticmethod
     def _special(acc) -> float | None:
@@ -358,12 +364,7 @@ class Var(Accumulator):
         return self._update(acc, value, -1)
 
     def merge(self, accs):
-        it = iter(accs)
-        out = list(next(it))
-        for a in it:
-            for i in range(7):
-                out[i] += a[i]
-        return out
+        return _add_slots(accs)
 
     def extract(self, acc):
         n = acc[0]
