@@ -1,6 +1,7 @@
 """``asa-beam``: run, check and explain ASA jobs on Apache Beam; serve the local model; tune batches.
 
     asa-beam run JOB.yaml [--input NAME=PATH] [--output NAME=PATH] [Beam options, e.g. --runner DirectRunner]
+    asa-beam run JOB.yaml --streaming [--poll-interval S] [--stop-after-idle S] [--flush-interval S]
     asa-beam check JOB.yaml
     asa-beam explain JOB.yaml
     asa-beam serve-model [--port N] [--style records|arrays]
@@ -31,6 +32,14 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--input", action="append", default=[], metavar="NAME=PATH")
     run.add_argument("--output", action="append", default=[], metavar="NAME=PATH")
     run.add_argument("--quiet", action="store_true", help="no summary")
+    stream = run.add_argument_group("streaming (inputs are watched globs; Ctrl-C drains the job)")
+    stream.add_argument("--streaming", action="store_true", help="run as a streaming job on watched inputs")
+    stream.add_argument("--poll-interval", type=_positive, default=1.0, metavar="S",
+                        help="seconds between looks at each input glob (default 1)")
+    stream.add_argument("--stop-after-idle", type=_non_negative, default=None, metavar="S",
+                        help="end the job once no new input file has appeared for S seconds (default: never)")
+    stream.add_argument("--flush-interval", type=_whole_seconds, default=1, metavar="S",
+                        help="write output files at least every S seconds (whole seconds, default 1)")
     for name, helptext in (("check", "parse and bind the job; read no data"),
                            ("explain", "print the plan and the PTransforms it becomes")):
         c = sub.add_parser(name, help=helptext)
@@ -38,6 +47,30 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("serve-model", help="start the local Azure ML inference server", add_help=False)
     sub.add_parser("tune-batch", help="probe an endpoint to choose batch_size", add_help=False)
     return p
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _whole_seconds(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number of seconds, got {text}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -95,14 +128,36 @@ def _explain(job_path: str) -> int:
 
 def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
     from pipelines.job import load_job
-    from pipelines.run import format_summary, run_job
+    from pipelines.run import Streaming, format_summary, run_job
 
     job = load_job(args.job, args.input, args.output)
     job.check()  # every configuration problem before any data is read
-    summary = run_job(job, beam_args)
+    streaming = None
+    if args.streaming:
+        streaming = Streaming(args.poll_interval, args.stop_after_idle, args.flush_interval)
+        _drain_on_interrupt()
+    summary = run_job(job, beam_args, streaming)
     if not args.quiet:
         print(format_summary(job, summary))
     return 0
+
+
+def _drain_on_interrupt() -> None:
+    """First Ctrl-C (or SIGTERM): stop watching, emit what the job holds, write it and end.
+    A second Ctrl-C stops at once."""
+    import signal
+
+    from transforms.io.watch import drain_requested, request_drain
+
+    def handle(signum, frame):
+        if drain_requested():
+            raise KeyboardInterrupt
+        print("asa-beam: draining: no new input files; open windows are emitted and written "
+              "(Ctrl-C again to stop at once)", file=sys.stderr)
+        request_drain()
+
+    signal.signal(signal.SIGINT, handle)
+    signal.signal(signal.SIGTERM, handle)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from pipelines.job import Job
 from pipelines.runners import make_runner, pipeline_options
 from transforms.functions.azureml import find_endpoint_error
+from transforms.io.watch import Watch
 from transforms.query.compile import AsaQuery
 from transforms.query.plan import SelectStep
 
@@ -25,16 +26,35 @@ class RunSummary:
         return {k[len(prefix):]: v for k, v in sorted(self.counters.items()) if k.startswith(prefix)}
 
 
-def build_pipeline(job: Job, pipeline: beam.Pipeline) -> None:
-    """Add the job's transforms to ``pipeline``."""
+@dataclass(frozen=True)
+class Streaming:
+    """``asa-beam run --streaming``: stream inputs are watched globs (``transforms.io.watch``)."""
+
+    poll_interval_s: float = 1.0
+    stop_after_idle_s: float | None = None  # None: run until drained (Ctrl-C) or cancelled
+    flush_interval_s: int = 1  # outputs are written at least this often
+
+    def watch(self, job: Job) -> Watch:
+        # The source's watermark trails arrival by the query's tolerances, so an event that the
+        # late-arrival policy keeps is never behind it (late_arrival_seconds -1: wait indefinitely).
+        o = job.event_ordering
+        lag = None if o.late_arrival_s < 0 else o.late_arrival_s + o.out_of_order_s
+        return Watch(self.poll_interval_s, self.stop_after_idle_s, lag)
+
+
+def build_pipeline(job: Job, pipeline: beam.Pipeline, streaming: Streaming | None = None) -> None:
+    """Add the job's transforms to ``pipeline``; with ``streaming``, stream inputs are watched."""
     from transforms.io import ReadRows, WriteDeadLetters, WriteRows
 
     plan = job.plan()
     read_failed = []
     sources = {}
+    flush = {} if streaming is None else {"flush_interval_s": streaming.flush_interval_s}
     for name in plan.inputs:
         spec = next(s for n, s in job.inputs.items() if n.lower() == name.lower())
         options = {k: v for k, v in spec.options.items() if k != "reference"}
+        if streaming is not None and not spec.options.get("reference"):
+            options["watch"] = streaming.watch(job)  # reference data stays a bounded read
         out = pipeline | f"Read {name}" >> ReadRows(spec.path, spec.format, name=name, **options)
         sources[name] = out["rows"]
         read_failed.append(out["failed"])
@@ -45,9 +65,9 @@ def build_pipeline(job: Job, pipeline: beam.Pipeline) -> None:
         kwargs = dict(spec.options)
         if columns is not None and spec.format == "csv":
             kwargs.setdefault("columns", list(columns))
-        pcoll | f"Write {name}" >> WriteRows(spec.path, spec.format, name=name, **kwargs)
+        pcoll | f"Write {name}" >> WriteRows(spec.path, spec.format, name=name, **kwargs, **flush)
     failed = (*read_failed, outputs.failed) | "All dead letters" >> beam.Flatten()
-    failed | "Write dead letters" >> WriteDeadLetters(job.dead_letter.path, job.dead_letter.format)
+    failed | "Write dead letters" >> WriteDeadLetters(job.dead_letter.path, job.dead_letter.format, **flush)
 
 
 def _static_columns(job: Job, output: str) -> tuple[str, ...] | None:
@@ -57,10 +77,10 @@ def _static_columns(job: Job, output: str) -> tuple[str, ...] | None:
     return cols.pop() if len(cols) == 1 else None
 
 
-def run_job(job: Job, beam_args: Sequence[str] = ()) -> RunSummary:
-    options = pipeline_options(beam_args)
+def run_job(job: Job, beam_args: Sequence[str] = (), streaming: Streaming | None = None) -> RunSummary:
+    options = pipeline_options(beam_args, streaming=streaming is not None)
     pipeline = beam.Pipeline(runner=make_runner(options), options=options)
-    build_pipeline(job, pipeline)
+    build_pipeline(job, pipeline, streaming)
     try:
         result = pipeline.run()
         result.wait_until_finish()

@@ -50,6 +50,7 @@ from apache_beam.pvalue import TaggedOutput
 
 from transforms.deadletter import FAILED, DeadLetter
 from transforms.io.formats import UTC, bytes_to_text, check_format, format_from_path
+from transforms.io.watch import Watch
 
 ROWS = "rows"
 PARQUET_BATCH_ROWS = 10_000  # rows per record batch pulled from a Parquet file
@@ -63,7 +64,9 @@ class ReadRows(beam.PTransform):
     ``format`` defaults to the one the glob's extension names (``format_from_path``).
     ``name`` names the input in dead letters (``step``), counters and the transform label.
     ``delimiter`` is the CSV field separator. With ``validate`` (the default) a glob matching
-    no file is a ValueError when the pipeline is built.
+    no file is a ValueError when the pipeline is built. With ``watch`` (a ``Watch``: poll
+    interval, idle stop, watermark lag) the read is unbounded: each file is read when it arrives, and its rows carry
+    its arrival time as their timestamp; an empty directory is then fine.
 
     >>> import apache_beam as beam, pathlib, tempfile
     >>> d = pathlib.Path(tempfile.mkdtemp())
@@ -84,8 +87,10 @@ class ReadRows(beam.PTransform):
         *,
         delimiter: str = ",",
         validate: bool = True,
+        watch: Watch | None = None,
     ):
         super().__init__()
+        self._watch = watch
         self._glob = path_glob
         self._format = check_format(format) if format else format_from_path(path_glob)
         self._name = name
@@ -98,6 +103,15 @@ class ReadRows(beam.PTransform):
         return f"ReadRows({self._name})"
 
     def expand(self, pbegin):
+        if self._watch is not None:
+            # Streaming: each file as it arrives, read whole by one DoFn call (files are the unit).
+            parsed = (
+                pbegin
+                | "Watch" >> self._watch.files(self._glob)
+                | "Open" >> fileio.ReadMatches()
+                | "Parse" >> beam.ParDo(self._file_reader()).with_outputs(FAILED, main=ROWS)
+            )
+            return {ROWS: parsed[ROWS], FAILED: parsed[FAILED]}
         if self._validate and not FileSystems.match([self._glob])[0].metadata_list:
             raise ValueError(f"input '{self._name}': no file matches '{self._glob}'")
         if self._format == "json":
@@ -106,20 +120,23 @@ class ReadRows(beam.PTransform):
             parsed = lines | "ParseJson" >> beam.ParDo(_ParseJsonLines(self._name)).with_outputs(
                 FAILED, main=ROWS)
         else:
-            reader = {
-                "csv": lambda: _ReadCsvFile(self._name, self._delimiter),
-                "avro": lambda: _ReadAvroFile(self._name),
-                "parquet": lambda: _ReadParquetFile(self._name),
-            }[self._format]()
             parsed = (
                 pbegin
                 | "Match" >> fileio.MatchFiles(self._glob)
                 # Breaks fusion so that the files, not only their names, spread over workers.
                 | "Spread" >> beam.Reshuffle()
                 | "Open" >> fileio.ReadMatches()
-                | "Parse" >> beam.ParDo(reader).with_outputs(FAILED, main=ROWS)
+                | "Parse" >> beam.ParDo(self._file_reader()).with_outputs(FAILED, main=ROWS)
             )
         return {ROWS: parsed[ROWS], FAILED: parsed[FAILED]}
+
+    def _file_reader(self) -> _FileReader:
+        return {
+            "json": lambda: _ReadJsonFile(self._name),
+            "csv": lambda: _ReadCsvFile(self._name, self._delimiter),
+            "avro": lambda: _ReadAvroFile(self._name),
+            "parquet": lambda: _ReadParquetFile(self._name),
+        }[self._format]()
 
 
 class _LineCoder(StrUtf8Coder):
@@ -162,24 +179,39 @@ class _ParseJsonLines(beam.DoFn):
         try:
             row = _loads(line)
         except ValueError as e:  # JSONDecodeError, and UnicodeDecodeError for bytes
-            if not line.strip():
-                return ()
-            if isinstance(line, str) and line.startswith("\ufeff"):  # a BOM opening the file
-                return self.process(line[1:])
-            return (self._bad(line, f"not valid JSON: {e}"),)
+            out = _json_line_error(self._step, line, e)
+            if out and type(out[0]) is dict:
+                self._n += 1
+            return out
         if type(row) is dict:
             self._n += 1
             return (row,)
-        return (self._bad(line, f"expected a JSON object, got {_json_kind(row)}"),)
+        return (_bad_json(self._step, line, f"expected a JSON object, got {_json_kind(row)}"),)
 
     def finish_bundle(self):
         if self._n:
             self._rows.inc(self._n)
             self._n = 0
 
-    def _bad(self, line: str | bytes, message: str) -> TaggedOutput:
-        raw = line if isinstance(line, str) else line.decode("utf-8", "replace")
-        return TaggedOutput(FAILED, DeadLetter(self._step, "malformed_json", message, raw=raw))
+
+def _json_line_error(step: str, line: str | bytes, error: ValueError) -> tuple:
+    """What a line json.loads rejected becomes: nothing (blank), its BOM-less self, or a dead letter."""
+    if not line.strip():
+        return ()
+    if isinstance(line, str) and line.startswith("\ufeff"):  # a BOM opening the file
+        try:
+            row = _loads(line[1:])
+        except ValueError as e:
+            return (_bad_json(step, line[1:], f"not valid JSON: {e}"),)
+        if type(row) is dict:
+            return (row,)
+        return (_bad_json(step, line[1:], f"expected a JSON object, got {_json_kind(row)}"),)
+    return (_bad_json(step, line, f"not valid JSON: {error}"),)
+
+
+def _bad_json(step: str, line: str | bytes, message: str) -> TaggedOutput:
+    raw = line if isinstance(line, str) else line.decode("utf-8", "replace")
+    return TaggedOutput(FAILED, DeadLetter(step, "malformed_json", message, raw=raw))
 
 
 def _json_kind(value: Any) -> str:
@@ -226,6 +258,26 @@ class _FileReader(beam.DoFn):
     def read(self, stream, path: str) -> Iterator[Any]:
         """Rows (dicts) and dead letters (TaggedOutput) of one file; each format's reader overrides it."""
         raise TypeError(f"{type(self).__name__} must override read()")
+
+
+class _ReadJsonFile(_FileReader):
+    """JSON lines of one whole file (streaming reads; batch reads split files with ReadFromText)."""
+
+    reason = "malformed_json"
+
+    def read(self, stream, path):
+        for raw in stream:
+            line = raw.rstrip(b"\r\n")
+            try:
+                line = line.decode("utf-8")
+                row = _loads(line)
+            except ValueError as e:  # not UTF-8 (line stays bytes), or not JSON
+                yield from _json_line_error(self._step, line, e)
+                continue
+            if type(row) is dict:
+                yield row
+            else:
+                yield _bad_json(self._step, line, f"expected a JSON object, got {_json_kind(row)}")
 
 
 class _ReadCsvFile(_FileReader):

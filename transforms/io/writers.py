@@ -40,6 +40,7 @@ import decimal
 import io
 import json
 import pickle
+import random
 import re
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -84,8 +85,12 @@ class WriteRows(beam.PTransform):
         compression: str | None = None,
         delimiter: str = ",",
         count_rows: bool = True,
+        flush_interval_s: int = 1,
     ):
         super().__init__()
+        self._flush_interval_s = int(flush_interval_s)
+        if self._flush_interval_s < 1:
+            raise ValueError(f"output '{name}': flush_interval_s must be a whole number of seconds >= 1")
         self._prefix, self._format, self._suffix, gzip_ = _resolve_output(prefix, format, compression)
         self._compression = CompressionTypes.GZIP if gzip_ else CompressionTypes.UNCOMPRESSED
         self._name = name
@@ -100,6 +105,8 @@ class WriteRows(beam.PTransform):
         return f"WriteRows({self._name})"
 
     def expand(self, rows):
+        if not rows.is_bounded:
+            return rows | "WritePanes" >> _WritePanes(self._sink(_JsonSink), self._num_shards, self._flush_interval_s)
         if self._format == "json":
             return (
                 rows
@@ -108,11 +115,13 @@ class WriteRows(beam.PTransform):
                     self._prefix, file_name_suffix=self._suffix, num_shards=self._num_shards,
                     compression_type=self._compression)
             )
-        sink_class = {"csv": _CsvSink, "avro": _AvroSink, "parquet": _ParquetSink}[self._format]
-        sink = sink_class(
+        return rows | "WriteFiles" >> beam.io.Write(self._sink())
+
+    def _sink(self, json_sink: type[_RowSink] | None = None) -> _RowSink:
+        sink_class = {"json": json_sink, "csv": _CsvSink, "avro": _AvroSink, "parquet": _ParquetSink}[self._format]
+        return sink_class(
             self._prefix, self._suffix, self._num_shards, self._compression,
             name=self._name, columns=self._columns, counter=self._counter, delimiter=self._delimiter)
-        return rows | "WriteFiles" >> beam.io.Write(sink)
 
 
 class WriteDeadLetters(beam.PTransform):
@@ -129,9 +138,10 @@ class WriteDeadLetters(beam.PTransform):
     {"step":"input","reason":"malformed_json","message":"not JSON","raw":"{"}
     """
 
-    def __init__(self, prefix: str, format: str = "json", num_shards: int = 0):
+    def __init__(self, prefix: str, format: str = "json", num_shards: int = 0, flush_interval_s: int = 1):
         super().__init__()
-        self._write = WriteRows(prefix, format, name="dead_letters", num_shards=num_shards, count_rows=False)
+        self._write = WriteRows(prefix, format, name="dead_letters", num_shards=num_shards, count_rows=False,
+                                flush_interval_s=flush_interval_s)
 
     def expand(self, dead_letters):
         return dead_letters | "CountByReason" >> beam.ParDo(_CountDeadLetters()) | self._write
@@ -187,6 +197,62 @@ class _EncodeJson(beam.DoFn):
         if self._n and self._rows is not None:
             self._rows.inc(self._n)
         self._n = 0
+
+
+class _WritePanes(beam.PTransform):
+    """Streaming writes: every ``flush_interval_s`` (and when the stream ends) the rows that
+    arrived since the last firing are written, one file per shard and firing:
+    ``<prefix>-PPPPPP-SSSSS-of-NNNNN<ext>`` (PPPPPP = the firing's number, per shard).
+
+    The rows are put in the global window with a processing-time trigger, so no row is ever
+    behind the watermark here and none can be dropped as late. A file is written under a
+    hidden temporary name and renamed, so a reader globbing the prefix never sees it half-way;
+    a retried firing rewrites the same name.
+    """
+
+    def __init__(self, sink: _RowSink, num_shards: int, flush_interval_s: int):
+        super().__init__()
+        self._sink = sink
+        self._shards = max(num_shards, 1)
+        self._flush_interval_s = flush_interval_s
+
+    def expand(self, rows):
+        from apache_beam.transforms import trigger, window
+
+        shards = self._shards
+        return (
+            rows
+            | "Panes" >> beam.WindowInto(
+                window.GlobalWindows(),
+                trigger=trigger.AfterWatermark(early=trigger.AfterProcessingTime(self._flush_interval_s)),
+                accumulation_mode=trigger.AccumulationMode.DISCARDING)
+            | "Shard" >> beam.Map(lambda row: (random.randrange(shards), row))
+            | "Group" >> beam.GroupByKey()
+            | "Write" >> beam.ParDo(_WritePaneDoFn(self._sink, shards))
+        )
+
+
+class _WritePaneDoFn(beam.DoFn):
+    def __init__(self, sink: _RowSink, shards: int):
+        self._sink = sink
+        self._shards = shards
+
+    def process(self, shard_rows, pane=beam.DoFn.PaneInfoParam):
+        from apache_beam.io.filesystems import FileSystems
+
+        shard, rows = shard_rows
+        final = (f"{self._sink.file_path_prefix.get()}-{pane.index:06d}-{shard:05d}-of-{self._shards:05d}"
+                 f"{self._sink.file_name_suffix.get()}")
+        directory, base = FileSystems.split(final)
+        temp = FileSystems.join(directory, f".{base}.tmp")
+        writer = self._sink.open(temp)
+        try:
+            for row in rows:
+                self._sink.write_record(writer, row)
+        finally:
+            self._sink.close(writer)
+        FileSystems.rename([temp], [final])
+        yield final
 
 
 class _CountDeadLetters(beam.DoFn):
@@ -526,6 +592,22 @@ class _CsvWriter(_ShardWriter):
 
 class _CsvSink(_RowSink):
     writer_class = _CsvWriter
+
+
+class _JsonWriter(_ShardWriter):
+    """JSON lines through a shard writer (streaming writes; batch JSON goes through WriteToText)."""
+
+    def __init__(self, sink, handle):
+        super().__init__(sink, handle)
+        self._encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=json_default).encode
+
+    def write(self, row):
+        self.rows += 1
+        self.handle.write(self._encode(row).encode("utf-8") + b"\n")
+
+
+class _JsonSink(_RowSink):
+    writer_class = _JsonWriter
 
 
 # Avro ---------------------------------------------------------------------------------------

@@ -299,8 +299,12 @@ class AssignTimestampLateDoFn(AssignTimestampDoFn):
 
 
 class _ArrivalTime(beam.DoFn):
-    def process(self, row):
-        yield TimestampedValue(row, Timestamp.now())
+    """Keeps a streaming source's arrival time (a watched file's, a TestStream's); else the time now."""
+
+    def process(self, row, ts=beam.DoFn.TimestampParam):
+        if ts > MIN_TIMESTAMP:
+            return (row,)
+        return (TimestampedValue(row, Timestamp.now()),)
 
 
 class _AttachTimestamp(beam.DoFn):
