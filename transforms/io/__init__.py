@@ -1,5 +1,6 @@
 """File I/O: input files → rows (``ReadRows``), rows → output files (``WriteRows``), and dead
-letters → files (``WriteDeadLetters``), in JSON lines, CSV, Avro and Parquet; a watched glob (``Watch``/``WatchFiles``) for streaming."""
+letters → files (``WriteDeadLetters``), in JSON lines, CSV, Avro and Parquet. Streaming inputs
+are watched globs (``Watch``, ``WatchFiles``)."""
 
 from transforms.io.formats import FORMATS, format_from_path
 from transforms.io.readers import ReadRows
