@@ -1,7 +1,6 @@
 """The asa-beam CLI end to end: every format in and out, check/explain, errors, dead letters."""
 
 import csv
-import glob
 import gzip
 import json
 import subprocess
@@ -12,6 +11,7 @@ import fastavro
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from pipeline_files import read_output
 
 from pipelines.cli import main
 from pipelines.examples.trips import trips, write_trips
@@ -38,20 +38,6 @@ def write_input(path: Path, fmt: str) -> None:
         pq.write_table(pa.Table.from_pylist(ROWS), path)
 
 
-def read_output(prefix: Path, fmt: str) -> list[dict]:
-    rows = []
-    for name in sorted(glob.glob(f"{prefix}-*-of-*")):
-        if fmt == "json":
-            rows += [json.loads(line) for line in Path(name).read_text().splitlines() if line]
-        elif fmt == "csv":
-            with open(name, newline="") as f:
-                rows += list(csv.DictReader(f))
-        elif fmt == "avro":
-            with open(name, "rb") as f:
-                rows += list(fastavro.reader(f))
-        else:
-            rows += pq.read_table(name).to_pylist()
-    return rows
 
 
 def job(tmp_path: Path, query: str, inputs: dict, outputs: dict, extra: str = "") -> Path:

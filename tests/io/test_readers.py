@@ -7,7 +7,6 @@ import decimal
 import gzip
 import json
 import os
-import pickle
 import tempfile
 
 import apache_beam as beam
@@ -15,8 +14,8 @@ import fastavro
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.testing.util import assert_that, equal_to
+from pipeline_files import collect, collected, counter
 
 from transforms.io import FORMATS, ReadRows, format_from_path
 from transforms.io import readers as readers_module
@@ -37,27 +36,10 @@ def read(glob: str, fmt: str | None = None, name: str = "input", **kwargs):
         return collected(rows_file), collected(failed_file), counter(result, f"input.{name}.rows")
 
 
-def collect(element, path: str) -> None:
-    """Appends an element to a file: the pipeline's functions are pickled, so a list would be copied."""
-    with open(path, "ab") as f:
-        pickle.dump(element, f)
 
 
-def collected(path: str) -> list:
-    out = []
-    if os.path.exists(path):
-        with open(path, "rb") as f:
-            while True:
-                try:
-                    out.append(pickle.load(f))
-                except EOFError:
-                    return out
-    return out
 
 
-def counter(result, name: str) -> int:
-    found = result.metrics().query(MetricsFilter().with_namespace("asa").with_name(name))["counters"]
-    return sum(c.committed for c in found)
 
 
 def by_key(rows, key="id"):

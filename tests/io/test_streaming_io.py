@@ -1,0 +1,224 @@
+"""Streaming I/O on the local runner: WatchFiles polling rules, watched reads of every format,
+pane-by-pane writes. Files are written by a thread while the pipeline runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import apache_beam as beam
+import fastavro
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+from pipeline_files import collect, collected, counter, read_output
+
+from pipelines.runners import LocalDirectRunner
+from transforms.io import ReadRows, Watch, WatchFiles, WriteRows
+from transforms.io.watch import WatchState, is_finished, poll, request_drain, reset_drain
+
+FAST = Watch(poll_interval_s=0.1, stop_after_idle_s=1.0)
+
+
+def streaming_pipeline() -> beam.Pipeline:
+    return beam.Pipeline(runner=LocalDirectRunner(), options=PipelineOptions(streaming=True))
+
+
+def later(delay_s: float, action) -> threading.Thread:
+    def run():
+        time.sleep(delay_s)
+        action()
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_name("." + path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.rename(path)
+
+
+# -- the polling rules, without a pipeline -------------------------------------------------------
+
+
+def test_poll_emits_a_file_once_it_has_settled_and_never_again(tmp_path):
+    state = WatchState(started=0.0)
+    pattern = str(tmp_path / "*.json")
+    (tmp_path / "a.json").write_text("1\n")
+    assert poll(pattern, state, now=1.0) == []  # first sight: still settling
+    assert [Path(m.path).name for m in poll(pattern, state, now=2.0)] == ["a.json"]
+    assert poll(pattern, state, now=3.0) == []
+    (tmp_path / "a.json").write_text("1\n2\n")  # changed after it was read: not read again
+    assert poll(pattern, state, now=4.0) == []
+
+
+def test_poll_waits_while_a_file_grows_and_forgets_deleted_ones(tmp_path):
+    state = WatchState(started=0.0)
+    pattern = str(tmp_path / "*.csv")
+    growing = tmp_path / "g.csv"
+    growing.write_text("a\n")
+    (tmp_path / "gone.csv").write_text("x\n")
+    poll(pattern, state, now=1.0)
+    growing.write_text("a\n1\n")
+    (tmp_path / "gone.csv").unlink()
+    assert poll(pattern, state, now=2.0) == []  # size changed: settling again
+    assert list(state.settling) == [str(growing)]
+    assert [Path(m.path).name for m in poll(pattern, state, now=3.0)] == ["g.csv"]
+
+
+def test_poll_returns_settled_files_oldest_first(tmp_path):
+    state = WatchState(started=0.0)
+    for i, name in enumerate(["c.json", "a.json", "b.json"]):
+        (tmp_path / name).write_text("{}\n")
+        os.utime(tmp_path / name, (1000 + i, 1000 + i))
+    poll(str(tmp_path / "*.json"), state, now=1.0)
+    assert [Path(m.path).name for m in poll(str(tmp_path / "*.json"), state, now=2.0)] == [
+        "c.json", "a.json", "b.json"]
+
+
+def test_idle_stop_counts_from_the_last_change_and_waits_for_settling_files():
+    watch = WatchFiles("unused", stop_after_idle_s=5)
+    state = WatchState(started=100.0)
+    assert not is_finished(watch, state, now=104.0)
+    assert is_finished(watch, state, now=105.0)
+    state.last_change = 103.0
+    assert not is_finished(watch, state, now=107.0)
+    state.settling["f"] = (1, 1.0)
+    assert not is_finished(watch, state, now=200.0)
+    assert not is_finished(WatchFiles("unused"), WatchState(started=0.0), now=1e9)  # no idle stop: never
+
+
+def test_drain_finishes_every_watch():
+    try:
+        request_drain()
+        assert is_finished(WatchFiles("unused"), WatchState(started=0.0), now=0.0)
+    finally:
+        reset_drain()
+
+
+def test_watch_arguments_are_checked():
+    with pytest.raises(ValueError, match="poll_interval_s"):
+        WatchFiles("x", poll_interval_s=0)
+    with pytest.raises(ValueError, match="flush_interval_s"):
+        WriteRows("out/x", "json", flush_interval_s=0)
+
+
+# -- watched reads -------------------------------------------------------------------------------
+
+
+def run_watched_read(glob: str, fmt: str, producer) -> tuple[list, list, int]:
+    p = streaming_pipeline()
+    out = p | ReadRows(glob, fmt, "events", watch=FAST)
+    with_ts = out["rows"] | "Arrival" >> beam.Map(lambda r, ts=beam.DoFn.TimestampParam: (r, ts.micros))
+    d = Path(glob).parent
+    rows_file, failed_file = str(d.parent / f"rows-{fmt}"), str(d.parent / f"failed-{fmt}")
+    _ = with_ts | "CollectRows" >> beam.Map(collect, rows_file)
+    _ = out["failed"] | "CollectFailed" >> beam.Map(collect, failed_file)
+    started = time.time()
+    later(0.5, producer)
+    result = p.run()
+    result.wait_until_finish()
+    rows = collected(rows_file)
+    assert all(ts >= started * 1e6 for _, ts in rows), "rows carry their file's arrival time"
+    return [r for r, _ in rows], collected(failed_file), counter(result, "input.events.rows")
+
+
+def _json_bytes(rows) -> bytes:
+    return "".join(json.dumps(r) + "\n" for r in rows).encode()
+
+
+def _avro_bytes(rows) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    schema = {"type": "record", "name": "r", "fields": [{"name": "id", "type": "long"}]}
+    fastavro.writer(buf, schema, rows)
+    return buf.getvalue()
+
+
+def _parquet_bytes(rows) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pylist(rows), sink)
+    return sink.getvalue().to_pybytes()
+
+
+ENCODERS = {
+    "json": lambda rows: _json_bytes(rows) + b"not json\n",
+    "csv": lambda rows: ("id\n" + "".join(f"{r['id']}\n" for r in rows) + "1,2\n").encode(),
+    "avro": _avro_bytes,
+    "parquet": _parquet_bytes,
+}
+
+
+@pytest.mark.parametrize("fmt", sorted(ENCODERS))
+def test_watched_read_reads_files_present_at_start_and_arriving_later(tmp_path, fmt):
+    src = tmp_path / "in"
+    src.mkdir()
+    encode = ENCODERS[fmt]
+    write_atomically(src / f"a.{fmt}", encode([{"id": 1}, {"id": 2}]))
+
+    def producer():
+        write_atomically(src / f"b.{fmt}", encode([{"id": 3}]))
+        time.sleep(0.3)
+        write_atomically(src / f"c.{fmt}", encode([{"id": 4}, {"id": 5}]))
+
+    rows, failed, count = run_watched_read(str(src / f"*.{fmt}"), fmt, producer)
+    ids = sorted(int(r["id"]) for r in rows)  # CSV values are strings, as in ASA
+    assert ids == [1, 2, 3, 4, 5]
+    assert count == 5
+    bad = {"json": "malformed_json", "csv": "malformed_csv"}.get(fmt)
+    assert [d.reason for d in failed] == ([bad] * 3 if bad else [])
+
+
+# -- pane-by-pane writes -------------------------------------------------------------------------
+
+
+def test_streaming_write_flushes_while_running_and_loses_no_row(tmp_path):
+    """Rows written as they arrive (first pane on disk before the stream ends), also rows far
+    behind the watermark, and every row exactly once."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    seen_while_running: list[list[str]] = []
+
+    def producer():
+        write_atomically(src / "a.json", _json_bytes([{"id": i} for i in range(3)]))
+        deadline = time.time() + 15
+        while time.time() < deadline and not list(out.glob("rows-*.json")):
+            time.sleep(0.1)
+        seen_while_running.append(sorted(p.name for p in out.glob("rows-*.json")))
+        write_atomically(src / "b.json", _json_bytes([{"id": i} for i in range(3, 5)]))
+
+    p = streaming_pipeline()
+    rows = p | ReadRows(str(src / "*.json"), "json", "events", watch=Watch(0.1, 1.5, watermark_lag_s=0))
+    # Rows stamped in 1970: far behind the watermark, which a watermark-triggered write would drop.
+    old = rows["rows"] | beam.Map(lambda r: beam.window.TimestampedValue(r, 10))
+    old | WriteRows(str(out / "rows"), "json", name="rows", flush_interval_s=1)
+    later(0.2, producer)
+    result = p.run()
+    result.wait_until_finish()
+    assert seen_while_running and seen_while_running[0] == ["rows-000000-00000-of-00001.json"]
+    written = read_output(out / "rows", "json")
+    assert sorted(r["id"] for r in written) == [0, 1, 2, 3, 4]
+    assert counter(result, "output.rows.rows") == 5
+    assert not list(out.glob(".*")), "no temporary file is left behind"
+
+
+@pytest.mark.parametrize("fmt", ["csv", "avro", "parquet"])
+def test_streaming_write_of_each_format(tmp_path, fmt):
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    write_atomically(src / "a.json", _json_bytes([{"id": 1, "tags": ["x"]}, {"id": 2, "tags": []}]))
+    p = streaming_pipeline()
+    rows = p | ReadRows(str(src / "*.json"), "json", "events", watch=Watch(0.1, 0.5))
+    rows["rows"] | WriteRows(str(out / "rows"), fmt, name="rows", num_shards=2)
+    p.run().wait_until_finish()
+    names = sorted(p.name for p in out.iterdir())
+    assert all(n.startswith("rows-") and n.endswith(f"-of-00002.{fmt}") for n in names), names
+    written = read_output(out / "rows", fmt)
+    assert sorted(str(r["id"]) for r in written) == ["1", "2"]
