@@ -136,6 +136,10 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
     if args.streaming:
         streaming = Streaming(args.poll_interval, args.stop_after_idle, args.flush_interval)
         _drain_on_interrupt()
+        watched = ", ".join(f"{n} ({s.path})" for n, s in job.inputs.items() if not s.options.get("reference"))
+        idle = "" if args.stop_after_idle is None else f"; ends after {args.stop_after_idle:g} s without new files"
+        print(f"asa-beam: streaming: watching {watched} every {args.poll_interval:g} s{idle}; "
+              "Ctrl-C drains the job", file=sys.stderr, flush=True)
     summary = run_job(job, beam_args, streaming)
     if not args.quiet:
         print(format_summary(job, summary))

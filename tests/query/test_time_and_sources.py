@@ -123,3 +123,18 @@ def test_late_events_are_dropped_to_the_dead_letter_or_adjusted():
         adjust = {"input": src} | "adjust" >> AsaQuery(q, event_ordering=EventOrdering(5, 0, "adjust"))
         assert_that(adjust["output"] | "a" >> beam.Map(lambda r: (r["id"], r["ts"].strftime("%M:%S"))),
                     equal_to([(1, "00:58"), (2, "01:55"), (3, "02:55")]), label="adjusted")
+
+
+def test_without_timestamp_by_a_streaming_source_keeps_its_arrival_time():
+    """ASA uses the arrival time without TIMESTAMP BY; a stream's element timestamp is that time."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.testing.test_stream import TestStream
+    from apache_beam.transforms.window import TimestampedValue
+
+    arrived = dt.datetime(2024, 1, 1, 10, 5, tzinfo=UTC)
+    stream = (TestStream()
+              .add_elements([TimestampedValue({"id": 1}, arrived.timestamp())])
+              .advance_watermark_to_infinity())
+    with TestPipeline(options=PipelineOptions(streaming=True)) as p:
+        out = {"input": p | stream} | AsaQuery("SELECT id, System.Timestamp() AS ts INTO output FROM input")
+        assert_that(out["output"], equal_to([{"id": 1, "ts": arrived}]))
