@@ -97,7 +97,7 @@ def test_windows_are_written_while_files_keep_arriving_and_the_job_ends_when_idl
     dead = read_output(out / "dead_letter", "json")
     assert [d["reason"] for d in dead] == ["malformed_json"] * 20
     assert "read     trips: 60 rows" in stdout
-    assert "written  counts: %d rows" % len(counts) in stdout
+    assert f"written  counts: {len(counts)} rows" in stdout
     assert "malformed_json: 20" in stdout
 
 
