@@ -1,7 +1,7 @@
 """``asa-beam``: run, check and explain ASA jobs on Apache Beam; serve the local model; tune batches.
 
     asa-beam run JOB.yaml [--input NAME=PATH] [--output NAME=PATH] [Beam options, e.g. --runner DirectRunner]
-    asa-beam run JOB.yaml --streaming [--poll-interval S] [--stop-after-idle S] [--flush-interval S]
+    asa-beam run JOB.yaml --streaming [--poll-interval S] [--stop-after-idle S]
     asa-beam check JOB.yaml
     asa-beam explain JOB.yaml
     asa-beam serve-model [--port N] [--style records|arrays]
@@ -14,6 +14,7 @@ function configuration (one paragraph, no traceback); 3 when an endpoint stopped
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from collections.abc import Sequence
@@ -38,8 +39,6 @@ def _parser() -> argparse.ArgumentParser:
                         help="seconds between looks at each input glob (default 1)")
     stream.add_argument("--stop-after-idle", type=_non_negative, default=None, metavar="S",
                         help="end the job once no new input file has appeared for S seconds (default: never)")
-    stream.add_argument("--flush-interval", type=_whole_seconds, default=1, metavar="S",
-                        help="write output files at least every S seconds (whole seconds, default 1)")
     for name, helptext in (("check", "parse and bind the job; read no data"),
                            ("explain", "print the plan and the PTransforms it becomes")):
         c = sub.add_parser(name, help=helptext)
@@ -60,16 +59,6 @@ def _non_negative(text: str) -> float:
     value = float(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
-def _whole_seconds(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number of seconds, got {text}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
     return value
 
 
@@ -132,36 +121,43 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
 
     job = load_job(args.job, args.input, args.output)
     job.check()  # every configuration problem before any data is read
-    streaming = None
-    if args.streaming:
-        streaming = Streaming(args.poll_interval, args.stop_after_idle, args.flush_interval)
-        _drain_on_interrupt()
+    if not args.streaming:
+        summary = run_job(job, beam_args)
+    else:
         watched = ", ".join(f"{n} ({s.path})" for n, s in job.inputs.items() if not s.options.get("reference"))
         idle = "" if args.stop_after_idle is None else f"; ends after {args.stop_after_idle:g} s without new files"
         print(f"asa-beam: streaming: watching {watched} every {args.poll_interval:g} s{idle}; "
               "Ctrl-C drains the job", file=sys.stderr, flush=True)
-    summary = run_job(job, beam_args, streaming)
+        with _drain_on_interrupt():
+            summary = run_job(job, beam_args, Streaming(args.poll_interval, args.stop_after_idle))
     if not args.quiet:
         print(format_summary(job, summary))
     return 0
 
 
-def _drain_on_interrupt() -> None:
-    """First Ctrl-C (or SIGTERM): stop watching, emit what the job holds, write it and end.
-    A second Ctrl-C stops at once."""
+@contextlib.contextmanager
+def _drain_on_interrupt():
+    """While a streaming job runs, the first Ctrl-C (or SIGTERM) drains it: no new input files,
+    open windows are emitted and written, the job ends normally. A second Ctrl-C stops at once."""
     import signal
 
-    from transforms.io.watch import drain_requested, request_drain
+    from transforms.io.watch import drain_requested, request_drain, reset_drain
 
     def handle(signum, frame):
         if drain_requested():
             raise KeyboardInterrupt
         print("asa-beam: draining: no new input files; open windows are emitted and written "
-              "(Ctrl-C again to stop at once)", file=sys.stderr)
+              "(Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
         request_drain()
 
-    signal.signal(signal.SIGINT, handle)
-    signal.signal(signal.SIGTERM, handle)
+    reset_drain()
+    previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+        reset_drain()
 
 
 if __name__ == "__main__":

@@ -32,14 +32,18 @@ class Streaming:
 
     poll_interval_s: float = 1.0
     stop_after_idle_s: float | None = None  # None: run until drained (Ctrl-C) or cancelled
-    flush_interval_s: int = 1  # outputs are written at least this often
 
     def watch(self, job: Job) -> Watch:
         # The source's watermark trails arrival by the query's tolerances, so an event that the
         # late-arrival policy keeps is never behind it (late_arrival_seconds -1: wait indefinitely).
         o = job.event_ordering
         lag = None if o.late_arrival_s < 0 else o.late_arrival_s + o.out_of_order_s
-        return Watch(self.poll_interval_s, self.stop_after_idle_s, lag)
+        # Partial ML batches wait up to max_buffering_s; the watch waits that long before ending.
+        used = {n.lower() for n in job.plan().functions_used()}
+        buffering = [getattr(getattr(fn, "config", None), "max_buffering_s", 0.0)
+                     for fn in job.functions() if fn.alias.lower() in used]
+        grace = max(buffering, default=0.0) + self.poll_interval_s if any(buffering) else 0.0
+        return Watch(self.poll_interval_s, self.stop_after_idle_s, lag, grace)
 
 
 def build_pipeline(job: Job, pipeline: beam.Pipeline, streaming: Streaming | None = None) -> None:
@@ -49,7 +53,6 @@ def build_pipeline(job: Job, pipeline: beam.Pipeline, streaming: Streaming | Non
     plan = job.plan()
     read_failed = []
     sources = {}
-    flush = {} if streaming is None else {"flush_interval_s": streaming.flush_interval_s}
     for name in plan.inputs:
         spec = next(s for n, s in job.inputs.items() if n.lower() == name.lower())
         options = {k: v for k, v in spec.options.items() if k != "reference"}
@@ -65,9 +68,9 @@ def build_pipeline(job: Job, pipeline: beam.Pipeline, streaming: Streaming | Non
         kwargs = dict(spec.options)
         if columns is not None and spec.format == "csv":
             kwargs.setdefault("columns", list(columns))
-        pcoll | f"Write {name}" >> WriteRows(spec.path, spec.format, name=name, **kwargs, **flush)
+        pcoll | f"Write {name}" >> WriteRows(spec.path, spec.format, name=name, **kwargs)
     failed = (*read_failed, outputs.failed) | "All dead letters" >> beam.Flatten()
-    failed | "Write dead letters" >> WriteDeadLetters(job.dead_letter.path, job.dead_letter.format, **flush)
+    failed | "Write dead letters" >> WriteDeadLetters(job.dead_letter.path, job.dead_letter.format)
 
 
 def _static_columns(job: Job, output: str) -> tuple[str, ...] | None:

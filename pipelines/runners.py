@@ -23,7 +23,7 @@ from apache_beam.runners.runner import PipelineRunner
 from apache_beam.transforms import PTransform, Windowing, window
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Timestamp
 
-from transforms.io.watch import WatchFiles, WatchState, is_finished, poll
+from transforms.io.watch import WatchFiles, WatchState, poll, should_end
 
 _DIRECT_NAMES = {None, "direct", "directrunner", "switchingdirectrunner"}
 
@@ -128,7 +128,7 @@ class _WatchFilesEvaluator(_TransformEvaluator):
         elif state.next_poll > now:
             time.sleep(state.next_poll - now)  # as Beam's Pub/Sub evaluator blocks in its pull
             now = time.time()
-        ready = poll(watch.pattern, state, now)
+        ready = poll(watch.pattern, state, now) if state.finishing_since is None else []
         state.next_poll = now + watch.poll_interval_s
         arrival = Timestamp.of(now)
         bundles = []
@@ -137,7 +137,7 @@ class _WatchFilesEvaluator(_TransformEvaluator):
             for metadata in ready:
                 bundle.output(window.GlobalWindows.windowed_value(metadata, timestamp=arrival))
             bundles.append(bundle)
-        if is_finished(watch, state, now):
+        if should_end(watch, state, now):
             return TransformResult(self, bundles, [], None, {None: None})
         again = self._evaluation_context.create_bundle(pvalue.PBegin(self._applied_ptransform.transform.pipeline))
         again.add(window.GlobalWindows.windowed_value(state, timestamp=arrival))

@@ -39,7 +39,7 @@ def counter(result, name: str) -> int:
 
 def read_output(prefix: Path, fmt: str) -> list[dict]:
     rows = []
-    for name in sorted(glob.glob(f"{prefix}-*-of-*")):
+    for name in sorted(glob.glob(f"{prefix}-*")):
         if fmt == "json":
             rows += [json.loads(line) for line in Path(name).read_text().splitlines() if line]
         elif fmt == "csv":

@@ -21,7 +21,7 @@ N = 400
 
 
 def read(prefix: Path) -> list[dict]:
-    return [json.loads(line) for name in sorted(glob.glob(f"{prefix}-*-of-*"))
+    return [json.loads(line) for name in sorted(glob.glob(f"{prefix}-*"))
             for line in Path(name).read_text().splitlines() if line]
 
 
@@ -89,3 +89,45 @@ def test_per_window_average_of_the_model_score(records_endpoint, tmp_path, monke
     assert got.keys() == want.keys()
     for k, (avg, n) in want.items():
         assert got[k][1] == n and got[k][0] == pytest.approx(avg)
+
+
+def test_seed_record_query_streaming(records_endpoint, tmp_path, monkeypatch):
+    """The same job as a streaming job on a watched directory: batches still fill and leave on time."""
+    rows = list(trips(300, seed=3))
+    (tmp_path / "in").mkdir()
+    for part in range(3):
+        write_trips(tmp_path / "in" / f"t{part}.jsonl", 100, seed=3 + part)
+    rows = [r for part in range(3) for r in trips(100, seed=3 + part)]
+    monkeypatch.setenv("SCORE_URL", records_endpoint.url)
+    assert main(["run", str(EXAMPLES / "record_job.yaml"), "--input", f"input={tmp_path / 'in' / '*.jsonl'}",
+                 "--output", f"output={tmp_path / 'scored'}", "--output", f"predictions={tmp_path / 'pred'}",
+                 "--streaming", "--poll-interval", "0.2", "--stop-after-idle", "1"]) == 0
+    predicted = taxi.predict(taxi.load_model(model_cache_dir()), [{k: r[k] for k in taxi.FEATURES} for r in rows])
+    by_trip = {(r["tripid"], r["fare"]): r["predictedFare"] for r in read(tmp_path / "pred")}
+    assert len(by_trip) == len(rows)
+    assert by_trip == pytest.approx({(r["tripid"], r["fare"]): p for r, p in zip(rows, predicted, strict=True)})
+
+
+def test_streaming_windows_over_scores_keep_rows_still_batching_when_input_ends(records_endpoint, tmp_path,
+                                                                             monkeypatch):
+    """A partial ML batch still buffering when the watch ends reaches its window before it closes."""
+    (tmp_path / "in").mkdir()
+    write_trips(tmp_path / "in" / "t.jsonl", 150, seed=9)
+    rows = list(trips(150, seed=9))
+    (tmp_path / "q.asaql").write_text(
+        "WITH Features AS (SELECT vendorid, weekday, pickuphour, passenger, distance FROM input),\n"
+        "Scored AS (SELECT vendorid, udf.score(Features).[Scored Labels] AS pred FROM Features)\n"
+        "SELECT vendorid, COUNT(*) AS n INTO output FROM Scored GROUP BY vendorid, TumblingWindow(minute, 1)\n")
+    (tmp_path / "job.yaml").write_text(
+        "query: q.asaql\ninputs: {input: {path: in/*.jsonl}}\noutputs: {output: {path: out/w}}\n"
+        "functions: {score: {type: azureml, endpoint: '${SCORE_URL}', max_buffering_s: 2}}\n")
+    monkeypatch.setenv("SCORE_URL", records_endpoint.url)
+    assert main(["run", str(tmp_path / "job.yaml"), "--streaming", "--poll-interval", "0.2",
+                 "--stop-after-idle", "0.5"]) == 0
+    per_vendor: dict = {}
+    for r in read(tmp_path / "out" / "w"):
+        per_vendor[r["vendorid"]] = per_vendor.get(r["vendorid"], 0) + r["n"]
+    want: dict = {}
+    for r in rows:
+        want[r["vendorid"]] = want.get(r["vendorid"], 0) + 1
+    assert per_vendor == want

@@ -19,7 +19,7 @@ from pipeline_files import collect, collected, counter, read_output
 
 from pipelines.runners import LocalDirectRunner
 from transforms.io import ReadRows, Watch, WatchFiles, WriteRows
-from transforms.io.watch import WatchState, is_finished, poll, request_drain, reset_drain
+from transforms.io.watch import WatchState, is_finished, poll, request_drain, reset_drain, should_end
 
 FAST = Watch(poll_interval_s=0.1, stop_after_idle_s=1.0)
 
@@ -105,8 +105,18 @@ def test_drain_finishes_every_watch():
 def test_watch_arguments_are_checked():
     with pytest.raises(ValueError, match="poll_interval_s"):
         WatchFiles("x", poll_interval_s=0)
-    with pytest.raises(ValueError, match="flush_interval_s"):
-        WriteRows("out/x", "json", flush_interval_s=0)
+    with pytest.raises(ValueError, match="stop_after_idle_s"):
+        WatchFiles("x", stop_after_idle_s=-1)
+
+
+def test_the_watch_ends_only_after_its_drain_grace():
+    watch = WatchFiles("unused", stop_after_idle_s=1, drain_grace_s=2)
+    state = WatchState(started=0.0)
+    assert not should_end(watch, state, now=0.5)
+    assert not should_end(watch, state, now=1.0)  # finished: the grace starts
+    assert state.finishing_since == 1.0
+    assert not should_end(watch, state, now=2.9)
+    assert should_end(watch, state, now=3.0)
 
 
 # -- watched reads -------------------------------------------------------------------------------
@@ -176,33 +186,33 @@ def test_watched_read_reads_files_present_at_start_and_arriving_later(tmp_path, 
     assert [d.reason for d in failed] == ([bad] * 3 if bad else [])
 
 
-# -- pane-by-pane writes -------------------------------------------------------------------------
+# -- streaming writes ----------------------------------------------------------------------------
 
 
-def test_streaming_write_flushes_while_running_and_loses_no_row(tmp_path):
-    """Rows written as they arrive (first pane on disk before the stream ends), also rows far
-    behind the watermark, and every row exactly once."""
+def test_streaming_write_writes_while_running_and_loses_no_row(tmp_path):
+    """Rows are on disk before the stream ends, rows far behind the watermark are written too,
+    and every row exactly once."""
     src, out = tmp_path / "in", tmp_path / "out"
     src.mkdir()
-    seen_while_running: list[list[str]] = []
+    seen_while_running: list[int] = []
 
     def producer():
         write_atomically(src / "a.json", _json_bytes([{"id": i} for i in range(3)]))
         deadline = time.time() + 15
         while time.time() < deadline and not list(out.glob("rows-*.json")):
             time.sleep(0.1)
-        seen_while_running.append(sorted(p.name for p in out.glob("rows-*.json")))
+        seen_while_running.append(len(read_output(out / "rows", "json")))
         write_atomically(src / "b.json", _json_bytes([{"id": i} for i in range(3, 5)]))
 
     p = streaming_pipeline()
     rows = p | ReadRows(str(src / "*.json"), "json", "events", watch=Watch(0.1, 1.5, watermark_lag_s=0))
     # Rows stamped in 1970: far behind the watermark, which a watermark-triggered write would drop.
     old = rows["rows"] | beam.Map(lambda r: beam.window.TimestampedValue(r, 10))
-    old | WriteRows(str(out / "rows"), "json", name="rows", flush_interval_s=1)
+    old | WriteRows(str(out / "rows"), "json", name="rows")
     later(0.2, producer)
     result = p.run()
     result.wait_until_finish()
-    assert seen_while_running and seen_while_running[0] == ["rows-000000-00000-of-00001.json"]
+    assert seen_while_running == [3]
     written = read_output(out / "rows", "json")
     assert sorted(r["id"] for r in written) == [0, 1, 2, 3, 4]
     assert counter(result, "output.rows.rows") == 5
@@ -216,9 +226,9 @@ def test_streaming_write_of_each_format(tmp_path, fmt):
     write_atomically(src / "a.json", _json_bytes([{"id": 1, "tags": ["x"]}, {"id": 2, "tags": []}]))
     p = streaming_pipeline()
     rows = p | ReadRows(str(src / "*.json"), "json", "events", watch=Watch(0.1, 0.5))
-    rows["rows"] | WriteRows(str(out / "rows"), fmt, name="rows", num_shards=2)
+    rows["rows"] | WriteRows(str(out / "rows"), fmt, name="rows")
     p.run().wait_until_finish()
     names = sorted(p.name for p in out.iterdir())
-    assert all(n.startswith("rows-") and n.endswith(f"-of-00002.{fmt}") for n in names), names
+    assert names and all(n.startswith("rows-") and n.endswith(f".{fmt}") for n in names), names
     written = read_output(out / "rows", fmt)
     assert sorted(str(r["id"]) for r in written) == ["1", "2"]

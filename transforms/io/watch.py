@@ -15,7 +15,8 @@ their end; ``watermark_lag_s=None`` holds it back until the watch stops ("wait i
 
 The watch ends — the watermark jumps to the end of time, every open window is emitted and
 the pipeline finishes — when no new file has appeared for ``stop_after_idle_s`` seconds (None:
-never), or when ``request_drain()`` is called (the CLI does on the first Ctrl-C).
+never), or when ``request_drain()`` is called (the CLI does on the first Ctrl-C), after
+``drain_grace_s`` more seconds without polling (see ``should_end``).
 
 How it runs: on Flink, Dataflow and other portable runners ``WatchFiles`` expands to Beam's
 ``fileio.MatchContinuously`` (idle stop and drain are then the runner's: cancel or drain the
@@ -57,9 +58,11 @@ class Watch:
     poll_interval_s: float = 1.0
     stop_after_idle_s: float | None = None
     watermark_lag_s: float | None = 0.0
+    drain_grace_s: float = 0.0
 
     def files(self, pattern: str) -> WatchFiles:
-        return WatchFiles(pattern, self.poll_interval_s, self.stop_after_idle_s, self.watermark_lag_s)
+        return WatchFiles(pattern, self.poll_interval_s, self.stop_after_idle_s, self.watermark_lag_s,
+                          self.drain_grace_s)
 
 
 class WatchFiles(beam.PTransform):
@@ -82,6 +85,7 @@ class WatchFiles(beam.PTransform):
         poll_interval_s: float = 1.0,
         stop_after_idle_s: float | None = None,
         watermark_lag_s: float | None = 0.0,
+        drain_grace_s: float = 0.0,
     ):
         super().__init__()
         if poll_interval_s <= 0:
@@ -92,6 +96,7 @@ class WatchFiles(beam.PTransform):
         self.poll_interval_s = poll_interval_s
         self.stop_after_idle_s = stop_after_idle_s
         self.watermark_lag_s = watermark_lag_s
+        self.drain_grace_s = drain_grace_s
 
     def to_runner_api_parameter(self, context):
         # Pickled, so the transform is still a WatchFiles after Beam's runner-API round trip
@@ -114,6 +119,7 @@ class WatchState:
     settling: dict[str, tuple[int, float]] = field(default_factory=dict)
     last_change: float = 0.0
     next_poll: float = 0.0
+    finishing_since: float | None = None  # when the watch decided to end (it then waits drain_grace_s)
 
 
 def poll(pattern: str, state: WatchState, now: float) -> list[FileMetadata]:
@@ -149,3 +155,17 @@ def is_finished(transform: WatchFiles, state: WatchState, now: float) -> bool:
         return True
     idle = transform.stop_after_idle_s
     return idle is not None and not state.settling and now - max(state.last_change, state.started) >= idle
+
+
+def should_end(transform: WatchFiles, state: WatchState, now: float) -> bool:
+    """Whether the watch ends now: it is finished (no more polls) and its drain grace has passed.
+
+    The grace keeps the watermark short of the end of time a little longer, so processing-time
+    flushes (a partial batch of ML rows waiting ``max_buffering_s``) leave before every window
+    closes; on Beam's local runner a timer's output holds no watermark and would come too late.
+    """
+    if state.finishing_since is None:
+        if not is_finished(transform, state, now):
+            return False
+        state.finishing_since = now
+    return now - state.finishing_since >= transform.drain_grace_s

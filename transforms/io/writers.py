@@ -40,9 +40,9 @@ import decimal
 import io
 import json
 import pickle
-import random
 import re
 import tempfile
+import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -85,12 +85,8 @@ class WriteRows(beam.PTransform):
         compression: str | None = None,
         delimiter: str = ",",
         count_rows: bool = True,
-        flush_interval_s: int = 1,
     ):
         super().__init__()
-        self._flush_interval_s = int(flush_interval_s)
-        if self._flush_interval_s < 1:
-            raise ValueError(f"output '{name}': flush_interval_s must be a whole number of seconds >= 1")
         self._prefix, self._format, self._suffix, gzip_ = _resolve_output(prefix, format, compression)
         self._compression = CompressionTypes.GZIP if gzip_ else CompressionTypes.UNCOMPRESSED
         self._name = name
@@ -106,7 +102,7 @@ class WriteRows(beam.PTransform):
 
     def expand(self, rows):
         if not rows.is_bounded:
-            return rows | "WritePanes" >> _WritePanes(self._sink(_JsonSink), self._num_shards, self._flush_interval_s)
+            return rows | "WriteBundleFiles" >> beam.ParDo(_WriteBundleFiles(self._sink(_JsonSink)))
         if self._format == "json":
             return (
                 rows
@@ -138,10 +134,9 @@ class WriteDeadLetters(beam.PTransform):
     {"step":"input","reason":"malformed_json","message":"not JSON","raw":"{"}
     """
 
-    def __init__(self, prefix: str, format: str = "json", num_shards: int = 0, flush_interval_s: int = 1):
+    def __init__(self, prefix: str, format: str = "json", num_shards: int = 0):
         super().__init__()
-        self._write = WriteRows(prefix, format, name="dead_letters", num_shards=num_shards, count_rows=False,
-                                flush_interval_s=flush_interval_s)
+        self._write = WriteRows(prefix, format, name="dead_letters", num_shards=num_shards, count_rows=False)
 
     def expand(self, dead_letters):
         return dead_letters | "CountByReason" >> beam.ParDo(_CountDeadLetters()) | self._write
@@ -199,60 +194,45 @@ class _EncodeJson(beam.DoFn):
         self._n = 0
 
 
-class _WritePanes(beam.PTransform):
-    """Streaming writes: every ``flush_interval_s`` (and when the stream ends) the rows that
-    arrived since the last firing are written, one file per shard and firing:
-    ``<prefix>-PPPPPP-SSSSS-of-NNNNN<ext>`` (PPPPPP = the firing's number, per shard).
+class _WriteBundleFiles(beam.DoFn):
+    """Streaming writes: the rows of each bundle go to one new file, ``<prefix>-<UTC time>-<id><ext>``,
+    written when the bundle finishes — as soon as rows arrive, so outputs appear while the job runs.
 
-    The rows are put in the global window with a processing-time trigger, so no row is ever
-    behind the watermark here and none can be dropped as late. A file is written under a
-    hidden temporary name and renamed, so a reader globbing the prefix never sees it half-way;
-    a retried firing rewrites the same name.
+    There is no grouping, hence no window and no watermark: a row arriving after the watermark
+    passed (as rows flushed by timers can on the local runner) is written like any other, so
+    none can be dropped as late. A file is written under a hidden temporary name and renamed,
+    so a reader globbing the prefix never sees it half-way, and a retried bundle leaves no
+    partial file.
     """
 
-    def __init__(self, sink: _RowSink, num_shards: int, flush_interval_s: int):
-        super().__init__()
+    def __init__(self, sink: _RowSink):
         self._sink = sink
-        self._shards = max(num_shards, 1)
-        self._flush_interval_s = flush_interval_s
 
-    def expand(self, rows):
-        from apache_beam.transforms import trigger, window
+    def start_bundle(self):
+        self._writer = None
 
-        shards = self._shards
-        return (
-            rows
-            | "Panes" >> beam.WindowInto(
-                window.GlobalWindows(),
-                trigger=trigger.AfterWatermark(early=trigger.AfterProcessingTime(self._flush_interval_s)),
-                accumulation_mode=trigger.AccumulationMode.DISCARDING)
-            | "Shard" >> beam.Map(lambda row: (random.randrange(shards), row))
-            | "Group" >> beam.GroupByKey()
-            | "Write" >> beam.ParDo(_WritePaneDoFn(self._sink, shards))
-        )
+    def process(self, row):
+        if self._writer is None:
+            from apache_beam.io.filesystems import FileSystems
 
+            stamp = _dt.datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+            self._final = (f"{self._sink.file_path_prefix.get()}-{stamp}-{uuid.uuid4().hex[:8]}"
+                           f"{self._sink.file_name_suffix.get()}")
+            directory, base = FileSystems.split(self._final)
+            self._temp = FileSystems.join(directory, f".{base}.tmp")
+            self._writer = self._sink.open(self._temp)
+        self._sink.write_record(self._writer, row)
 
-class _WritePaneDoFn(beam.DoFn):
-    def __init__(self, sink: _RowSink, shards: int):
-        self._sink = sink
-        self._shards = shards
-
-    def process(self, shard_rows, pane=beam.DoFn.PaneInfoParam):
+    def finish_bundle(self):
+        if self._writer is None:
+            return
         from apache_beam.io.filesystems import FileSystems
+        from apache_beam.transforms.window import GlobalWindows
 
-        shard, rows = shard_rows
-        final = (f"{self._sink.file_path_prefix.get()}-{pane.index:06d}-{shard:05d}-of-{self._shards:05d}"
-                 f"{self._sink.file_name_suffix.get()}")
-        directory, base = FileSystems.split(final)
-        temp = FileSystems.join(directory, f".{base}.tmp")
-        writer = self._sink.open(temp)
-        try:
-            for row in rows:
-                self._sink.write_record(writer, row)
-        finally:
-            self._sink.close(writer)
-        FileSystems.rename([temp], [final])
-        yield final
+        writer, self._writer = self._writer, None
+        self._sink.close(writer)
+        FileSystems.rename([self._temp], [self._final])
+        yield GlobalWindows.windowed_value(self._final)
 
 
 class _CountDeadLetters(beam.DoFn):
