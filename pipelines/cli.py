@@ -117,11 +117,13 @@ def _explain(job_path: str) -> int:
 
 def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
     from pipelines.job import load_job
-    from pipelines.run import Streaming, format_summary, run_job
+    from pipelines.run import Streaming, check_inputs, format_summary, run_job
 
     job = load_job(args.job, args.input, args.output)
     job.check()  # every configuration problem before any data is read
-    if not args.streaming:
+    streaming = Streaming(args.poll_interval, args.stop_after_idle) if args.streaming else None
+    check_inputs(job, streaming)
+    if streaming is None:
         summary = run_job(job, beam_args)
     else:
         watched = ", ".join(f"{n} ({s.path})" for n, s in job.inputs.items() if not s.options.get("reference"))
@@ -129,7 +131,7 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
         print(f"asa-beam: streaming: watching {watched} every {args.poll_interval:g} s{idle}; "
               "Ctrl-C drains the job", file=sys.stderr, flush=True)
         with _drain_on_interrupt():
-            summary = run_job(job, beam_args, Streaming(args.poll_interval, args.stop_after_idle))
+            summary = run_job(job, beam_args, streaming)
     if not args.quiet:
         print(format_summary(job, summary))
     return 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,6 +13,7 @@ from apache_beam.metrics.metric import MetricsFilter
 
 from pipelines.job import Job
 from pipelines.runners import make_runner, pipeline_options
+from transforms.errors import JobConfigError
 from transforms.functions.azureml import find_endpoint_error
 from transforms.io.watch import Watch
 from transforms.query.compile import AsaQuery
@@ -46,10 +49,27 @@ class Streaming:
         return Watch(self.poll_interval_s, self.stop_after_idle_s, lag, grace)
 
 
+def check_inputs(job: Job, streaming: Streaming | None = None) -> None:
+    """Inputs that cannot be read stop the job before it starts: a glob matching no file (batch,
+    and reference data), a watched directory that does not exist (streaming)."""
+    from apache_beam.io.filesystems import FileSystems
+
+    for name in job.plan().inputs:
+        spec = next(s for n, s in job.inputs.items() if n.lower() == name.lower())
+        watched = streaming is not None and not spec.options.get("reference")
+        if watched:
+            directory = os.path.dirname(re.split(r"[*?\[]", spec.path, maxsplit=1)[0])
+            if "://" not in spec.path and directory and not os.path.isdir(directory):
+                raise JobConfigError(f"input '{name}': the directory {directory} to watch does not exist")
+        elif not FileSystems.match([spec.path])[0].metadata_list:
+            raise JobConfigError(f"input '{name}': no file matches '{spec.path}'")
+
+
 def build_pipeline(job: Job, pipeline: beam.Pipeline, streaming: Streaming | None = None) -> None:
     """Add the job's transforms to ``pipeline``; with ``streaming``, stream inputs are watched."""
     from transforms.io import ReadRows, WriteDeadLetters, WriteRows
 
+    check_inputs(job, streaming)
     plan = job.plan()
     read_failed = []
     sources = {}

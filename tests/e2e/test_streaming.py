@@ -116,3 +116,14 @@ def test_ctrl_c_drains_open_windows_and_exits_cleanly(tmp_path):
     counts = read_output(tmp_path / "out" / "counts", "json")
     assert Counter({(r["vendor"], r["window_end"]): r["n"] for r in counts}) == expected_counts(produced)
     assert "read     trips: 9 rows" in stdout
+
+
+def test_inputs_that_cannot_be_read_stop_the_job_before_it_starts(tmp_path, capsys):
+    from pipelines.cli import main
+
+    job = write_job(tmp_path)
+    assert main(["run", str(job), "--input", f"trips={tmp_path / 'nowhere' / '*.json'}", "--streaming"]) == 2
+    assert "the directory" in capsys.readouterr().err
+    assert main(["run", str(job)]) == 2  # batch: in/ is empty
+    assert "no file matches" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
