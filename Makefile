@@ -13,7 +13,7 @@ $(STAMP): setup.py
 	touch $(STAMP)
 
 test: install
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q tests --doctest-modules transforms
 
 lint: install
 	$(VENV)/bin/ruff check transforms pipelines tests benchmarks

@@ -106,10 +106,11 @@ class AggregateSpec:
     docstring); ``impl`` is a custom accumulator object (a JS UDA), used instead of the
     built-in one; its ``name`` is free (e.g. ``"UDA.TWA"``).
 
-    >>> AggregateSpec("COUNT", star=True)                     # COUNT(*)
-    >>> AggregateSpec("COUNT", distinct=True)                 # COUNT(DISTINCT x)
-    >>> AggregateSpec("COLLECTTOP", params=(2, ("ASC", "DESC")))  # CollectTop(2) OVER (ORDER BY a, b DESC)
+    >>> count_all = AggregateSpec("COUNT", star=True)                    # COUNT(*)
+    >>> count_distinct = AggregateSpec("COUNT", distinct=True)          # COUNT(DISTINCT x)
+    >>> top2 = AggregateSpec("COLLECTTOP", params=(2, ("ASC", "DESC")))  # CollectTop(2) OVER (ORDER BY a, b DESC)
     >>> AggregateSpec("PERCENTILE_CONT", params=(0.95, "ASC"))
+    AggregateSpec(name='PERCENTILE_CONT', distinct=False, star=False, params=(0.95, 'ASC'))
     """
 
     name: str

@@ -107,13 +107,15 @@ _END = 2**62  # "the watermark is at +infinity" (batch)
 class WindowSpec:
     """A GROUP BY window. Durations in microseconds.
 
-    >>> WindowSpec.tumbling(60_000_000)                       # TumblingWindow(minute, 1)
-    >>> WindowSpec.hopping(10_000_000, 5_000_000)             # HoppingWindow(second, 10, 5)
-    >>> WindowSpec.tumbling(3_600_000_000, offset_us=-1000)   # ... Offset(millisecond, -1)
-    >>> WindowSpec.sliding(10_000_000)                        # SlidingWindow(second, 10)
-    >>> WindowSpec.session(5_000_000, 10_000_000, partition_by=(0,))  # SessionWindow(second, 5, 10)
-    ...                                                       #   OVER (PARTITION BY <key column 0>)
-    >>> WindowSpec.snapshot()                                 # GROUP BY System.Timestamp()
+    >>> WindowSpec.tumbling(60_000_000).hop_us               # TumblingWindow(minute, 1)
+    60000000
+    >>> hopping = WindowSpec.hopping(10_000_000, 5_000_000)  # HoppingWindow(second, 10, 5)
+    >>> offset = WindowSpec.tumbling(3_600_000_000, offset_us=-1000)   # ... Offset(millisecond, -1)
+    >>> sliding = WindowSpec.sliding(10_000_000)             # SlidingWindow(second, 10)
+    >>> session = WindowSpec.session(5_000_000, 10_000_000, partition_by=(0,))  # SessionWindow(second, 5, 10)
+    ...                                                      #   OVER (PARTITION BY <key column 0>)
+    >>> WindowSpec.snapshot().kind                           # GROUP BY System.Timestamp()
+    'snapshot'
     """
 
     kind: str
@@ -603,10 +605,16 @@ class WindowedAggregate(beam.PTransform):
 
     >>> # SELECT TollId, COUNT(*), MAX(Toll) FROM Input TIMESTAMP BY EntryTime
     >>> # GROUP BY TollId, TumblingWindow(minute, 3)
+    >>> from apache_beam.transforms.window import TimestampedValue
     >>> specs = [AggregateSpec("COUNT", star=True), AggregateSpec("MAX")]
-    >>> out = (rows | beam.Map(lambda r: ((r["TollId"],), (None, r["Toll"])))
-    ...             | WindowedAggregate(WindowSpec.tumbling(180_000_000), specs))
-    >>> # → ((toll_id,), datetime(..., tzinfo=utc), [count, max_toll]) per toll booth and window
+    >>> tolls = [(1, 60, 4.0), (1, 180, 6.0), (1, 181, 5.0)]   # (TollId, seconds, Toll)
+    >>> with beam.Pipeline(runner="DirectRunner") as p:
+    ...     _ = (p | beam.Create(tolls)
+    ...            | beam.Map(lambda t: TimestampedValue(((t[0],), (None, t[2])), t[1]))
+    ...            | WindowedAggregate(WindowSpec.tumbling(180_000_000), specs)
+    ...            | beam.Map(lambda r: print(r[0], r[1].time(), r[2])))
+    (1,) 00:03:00 [2, 6.0]
+    (1,) 00:06:00 [1, 5.0]
     """
 
     def __init__(self, window: WindowSpec | None, specs: Sequence[AggregateSpec], allowed_lateness_us: int = 0,

@@ -517,6 +517,7 @@ class ScoreRows(beam.PTransform):
     (``schema_mismatch``, ``endpoint_rejected_row``, ``endpoint_unavailable``,
     ``endpoint_bad_response``, or the argument's own error).
 
+    >>> from transforms.functions.azureml import AzureMLConfig, AzureMLFunction
     >>> fn = AzureMLFunction("score", AzureMLConfig(endpoint="http://127.0.0.1:5001/score"))
     >>> out = rows | ScoreRows(fn, argument=lambda r: {"distance": r["d"]}, column="fare")  # doctest: +SKIP
     >>> out["rows"], out["failed"]                                                         # doctest: +SKIP
