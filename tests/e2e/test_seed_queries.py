@@ -57,6 +57,16 @@ def test_seed_record_query_and_designer_fields(records_endpoint, data, tmp_path,
     assert by_trip == pytest.approx({r["tripid"]: p for r, p in zip(rows, predicted, strict=True)})
 
 
+def scoring_job(tmp_path: Path, query: str, input_path: str, function_options: str = "") -> Path:
+    """A job file with ``query``, one input, output ``out/w`` and ``udf.score`` at ``$SCORE_URL``."""
+    (tmp_path / "q.asaql").write_text(query)
+    job = tmp_path / "job.yaml"
+    job.write_text(
+        f"query: q.asaql\ninputs: {{input: {{path: {input_path}}}}}\noutputs: {{output: {{path: out/w}}}}\n"
+        f"functions: {{score: {{type: azureml, endpoint: '${{SCORE_URL}}'{function_options}}}}}\n")
+    return job
+
+
 def test_per_window_average_of_the_model_score(records_endpoint, tmp_path, monkeypatch):
     """Scoring and windows in one job: AVG(udf.score(...).[Scored Labels]) per vendor and 10-minute window."""
     import datetime as dt
@@ -66,16 +76,14 @@ def test_per_window_average_of_the_model_score(records_endpoint, tmp_path, monke
     for i, r in enumerate(rows):
         r["at"] = (base + dt.timedelta(seconds=37 * i + 1)).isoformat()
     (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (tmp_path / "q.asaql").write_text(
+    job = scoring_job(
+        tmp_path,
         "WITH Features AS (SELECT vendorid, weekday, pickuphour, passenger, distance, at FROM input),\n"
         "Scored AS (SELECT vendorid, at, udf.score(Features).[Scored Labels] AS pred FROM Features)\n"
         "SELECT vendorid, AVG(pred) AS avgPred, COUNT(*) AS n, System.Timestamp() AS windowEnd INTO output\n"
-        "FROM Scored TIMESTAMP BY at GROUP BY vendorid, TumblingWindow(minute, 10)\n")
-    (tmp_path / "job.yaml").write_text(
-        "query: q.asaql\ninputs: {input: {path: in.jsonl}}\noutputs: {output: {path: out/w}}\n"
-        "functions: {score: {type: azureml, endpoint: '${SCORE_URL}'}}\n")
+        "FROM Scored TIMESTAMP BY at GROUP BY vendorid, TumblingWindow(minute, 10)\n", "in.jsonl")
     monkeypatch.setenv("SCORE_URL", records_endpoint.url)
-    assert main(["run", str(tmp_path / "job.yaml")]) == 0
+    assert main(["run", str(job)]) == 0
     predicted = taxi.predict(taxi.load_model(model_cache_dir()), [{k: r[k] for k in taxi.FEATURES} for r in rows])
     groups: dict[tuple, list[float]] = {}
     for i, (r, p) in enumerate(zip(rows, predicted, strict=True)):
@@ -93,7 +101,6 @@ def test_per_window_average_of_the_model_score(records_endpoint, tmp_path, monke
 
 def test_seed_record_query_streaming(records_endpoint, tmp_path, monkeypatch):
     """The same job as a streaming job on a watched directory: batches still fill and leave on time."""
-    rows = list(trips(300, seed=3))
     (tmp_path / "in").mkdir()
     for part in range(3):
         write_trips(tmp_path / "in" / f"t{part}.jsonl", 100, seed=3 + part)
@@ -114,15 +121,14 @@ def test_streaming_windows_over_scores_keep_rows_still_batching_when_input_ends(
     (tmp_path / "in").mkdir()
     write_trips(tmp_path / "in" / "t.jsonl", 150, seed=9)
     rows = list(trips(150, seed=9))
-    (tmp_path / "q.asaql").write_text(
+    job = scoring_job(
+        tmp_path,
         "WITH Features AS (SELECT vendorid, weekday, pickuphour, passenger, distance FROM input),\n"
         "Scored AS (SELECT vendorid, udf.score(Features).[Scored Labels] AS pred FROM Features)\n"
-        "SELECT vendorid, COUNT(*) AS n INTO output FROM Scored GROUP BY vendorid, TumblingWindow(minute, 1)\n")
-    (tmp_path / "job.yaml").write_text(
-        "query: q.asaql\ninputs: {input: {path: in/*.jsonl}}\noutputs: {output: {path: out/w}}\n"
-        "functions: {score: {type: azureml, endpoint: '${SCORE_URL}', max_buffering_s: 2}}\n")
+        "SELECT vendorid, COUNT(*) AS n INTO output FROM Scored GROUP BY vendorid, TumblingWindow(minute, 1)\n",
+        "in/*.jsonl", ", max_buffering_s: 2")
     monkeypatch.setenv("SCORE_URL", records_endpoint.url)
-    assert main(["run", str(tmp_path / "job.yaml"), "--streaming", "--poll-interval", "0.2",
+    assert main(["run", str(job), "--streaming", "--poll-interval", "0.2",
                  "--stop-after-idle", "0.5"]) == 0
     per_vendor: dict = {}
     for r in read(tmp_path / "out" / "w"):
