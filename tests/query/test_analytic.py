@@ -23,7 +23,7 @@ from apache_beam.transforms.window import FixedWindows, TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from transforms.deadletter import RowError, json_default
-from transforms.query.analytic import ISFIRST, LAG, LAST, AnalyticCall, AnalyticFunctions
+from transforms.query.analytic import AGGREGATE_KINDS, ISFIRST, LAG, LAST, AnalyticCall, AnalyticFunctions
 
 MS = 1_000
 S = 1_000_000
@@ -91,6 +91,16 @@ def expected_values(rows, calls):
                 else:
                     recent = cands and young(e, cands[-1], c.duration_us)
                     values[c.output_key] = c.value(cands[-1]) if recent else c.default
+            elif c.kind in AGGREGATE_KINDS:  # over the young candidates and the event itself
+                window = [x for x in cands if young(e, x, c.duration_us)] + ([e] if is_cand else [])
+                if c.kind == "count" and c.value is None:
+                    values[c.output_key] = len(window)
+                    continue
+                vs = [c.value(x) for x in window if c.value(x) is not None]
+                values[c.output_key] = {
+                    "count": len(vs), "sum": sum(vs) if vs else None,
+                    "avg": sum(vs) / len(vs) if vs else None,
+                    "min": min(vs, default=None), "max": max(vs, default=None)}[c.kind]
             else:
                 k = interval_end(e["time"], c.duration_us)
                 seen = any(interval_end(x["time"], c.duration_us) == k for x in cands)
@@ -291,6 +301,26 @@ def test_call_validation():
         AnalyticCall(LAST, "x", duration_us=S)
     with pytest.raises(ValueError, match="unknown"):
         AnalyticCall("lead", "x", duration_us=S)
+    with pytest.raises(ValueError, match="expression"):
+        AnalyticCall("sum", "x", duration_us=S)
+    AnalyticCall("count", "x", duration_us=S)  # COUNT(*) needs none
+
+
+def test_aggregates_over_a_duration_without_a_window():
+    """COUNT(*) / SUM / AVG OVER (PARTITION BY sensorId LIMIT DURATION(minute, 30)): events in (t - 30 min, t]."""
+    calls = [
+        AnalyticCall("count", "n", partition=sensor, duration_us=30 * MIN),
+        AnalyticCall("sum", "total", lambda r: r["reading"], partition=sensor, duration_us=30 * MIN),
+        AnalyticCall("avg", "mean", lambda r: r["reading"], partition=sensor, duration_us=30 * MIN),
+    ]
+    expected = expected_values(READINGS, calls)
+    # By hand for sensor 1: 10.0 | 10.0, 12.5 | +NULL (counted by COUNT(*) only) | at 12:30 the
+    # 12:00 event is exactly 30 min old: out | 14.0 comes an hour after 13.0: alone.
+    ones = [(r["n"], r["total"], r["mean"]) for r in expected if r["sensorId"] == 1]
+    assert ones == [(1, 10.0, 10.0), (2, 22.5, 11.25), (3, 22.5, 11.25), (3, 25.5, 12.75), (1, 14.0, 14.0)]
+    with TestPipeline() as p:
+        out = p | beam.Create(stamped(READINGS)) | AnalyticFunctions(calls)
+        assert_that(out["rows"], equal_to(expected))
 
 
 # --- random data: several PARTITION BY groups, batch and TestStream --------------------------
@@ -321,6 +351,12 @@ def random_calls():
         AnalyticCall(ISFIRST, "first", partition=by_site, duration_us=MIN, when=lambda r: r["v"] is not None),
         AnalyticCall(ISFIRST, "first_all", duration_us=30 * S),
         AnalyticCall(LAG, "lag_all", lambda r: r["id"], duration_us=10 * S),
+        AnalyticCall("count", "n_dev", partition=by_dev, duration_us=MIN),
+        AnalyticCall("count", "n_v", lambda r: r["v"], partition=by_dev, duration_us=MIN),
+        AnalyticCall("sum", "sum_high", lambda r: r["v"], partition=by_site, duration_us=90 * S, when=high),
+        AnalyticCall("avg", "avg_all", lambda r: r["v"], duration_us=30 * S),
+        AnalyticCall("min", "min_dev", lambda r: r["v"], partition=by_dev, duration_us=2 * MIN),
+        AnalyticCall("max", "max_site", lambda r: r["id"], partition=by_site, duration_us=10 * S),
     ]
 
 

@@ -138,3 +138,25 @@ def test_without_timestamp_by_a_streaming_source_keeps_its_arrival_time():
     with TestPipeline(options=PipelineOptions(streaming=True)) as p:
         out = {"input": p | stream} | AsaQuery("SELECT id, System.Timestamp() AS ts INTO output FROM input")
         assert_that(out["output"], equal_to([{"id": 1, "ts": arrived}]))
+
+
+def test_aggregates_with_over_and_no_window():
+    """SUM/COUNT/AVG/MAX OVER (... LIMIT DURATION ... WHEN ...): per event, over (t - 5 min, t]; values by hand."""
+    rows = [{"k": "a", "x": 1, "at": t(0)}, {"k": "a", "x": 2, "at": t(1)}, {"k": "b", "x": 5, "at": t(1, 30)},
+            {"k": "a", "x": None, "at": t(5)}, {"k": "a", "x": 4, "at": t(6)}, {"k": "a", "x": "zz", "at": t(7)}]
+    q = """SELECT k, x, COUNT(*) OVER (PARTITION BY k LIMIT DURATION(minute, 5)) AS n,
+                  SUM(x) OVER (PARTITION BY k LIMIT DURATION(minute, 5)) AS s,
+                  AVG(x) OVER (LIMIT DURATION(minute, 5)) AS a,
+                  MAX(x) OVER (PARTITION BY k LIMIT DURATION(minute, 5) WHEN x > 1) AS m
+           INTO output FROM input TIMESTAMP BY at"""
+    with TestPipeline() as p:
+        out = {"input": p | beam.Create(rows)} | AsaQuery(q)
+        assert_that(out["output"] | beam.Map(lambda r: (r["k"], r["x"], r["n"], r["s"], r["a"], r["m"])), equal_to([
+            ("a", 1, 1, 1, 1.0, None),
+            ("a", 2, 2, 3, 1.5, 2),
+            ("b", 5, 1, 5, 8 / 3, 5),
+            ("a", None, 2, 2, 3.5, 2),  # 10:00 is exactly 5 min old at 10:05: out
+            ("a", 4, 2, 4, 4.5, 4),
+        ]))
+        assert_that(out.failed | beam.Map(lambda d: (d.row["x"], d.reason)),
+                    equal_to([("zz", "aggregate_type_error")]), label="failed")

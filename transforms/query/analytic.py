@@ -1,4 +1,4 @@
-"""ASA analytic functions LAG, LAST and ISFIRST as one Beam transform.
+"""ASA analytic functions LAG, LAST, ISFIRST and the aggregates with OVER as one Beam transform.
 
 No SQL here: the compiler turns each call into an ``AnalyticCall`` of plain callables.
 Semantics (ASA LAG, LAST, ISFIRST and Tumbling Window reference pages):
@@ -23,6 +23,11 @@ Semantics (ASA LAG, LAST, ISFIRST and Tumbling Window reference pages):
   the current event* when it satisfies WHEN, else the latest earlier candidate within the
   duration, else ``default``. NULL values are returned like any other (add
   ``WHEN expr IS NOT NULL`` for the last non-NULL value, as the docs' example does).
+* ``COUNT/SUM/AVG/MIN/MAX(x) OVER ([PARTITION BY] LIMIT DURATION(unit, n) [WHEN])`` (no
+  window): the aggregate of the candidates within the duration, *including the current event*
+  when it is one (like LAST): events in ``(t - d, t]``. NULLs, types and exactness are those of
+  the GROUP BY aggregates (same accumulators); no candidate gives NULL (COUNT: 0). A value the
+  aggregate cannot take (SUM of text that is not a number) dead-letters the row.
 * ``ISFIRST(unit, n)``: 1 if the event is the first candidate of its partition in its
   interval, else 0. Intervals are aligned like tumbling windows: end-inclusive ``(start, end]``
   and aligned to 0001-01-01T00:00:00Z (the .NET/ASA time origin; it aligns to the zeroth hour
@@ -68,6 +73,8 @@ from transforms.query.joins import _is_streaming, as_key, ts_us, us_to_ts
 
 ROWS = "rows"
 LAG, LAST, ISFIRST = "lag", "last", "isfirst"
+# Aggregates with OVER (PARTITION BY ... LIMIT DURATION ... WHEN ...) and no window.
+AGGREGATE_KINDS = ("count", "sum", "avg", "min", "max")
 
 # Microseconds from 0001-01-01T00:00:00Z to the Unix epoch: ISFIRST intervals count from there.
 _ORIGIN_US = (_dt.datetime(1970, 1, 1) - _dt.datetime(1, 1, 1)) // _dt.timedelta(microseconds=1)
@@ -98,12 +105,13 @@ class AnalyticCall:
     default_fn: Callable[[dict], Any] | None = None
 
     def __post_init__(self):
-        if self.kind not in (LAG, LAST, ISFIRST):
-            raise ValueError(f"unknown analytic function {self.kind!r}; expected lag, last or isfirst")
+        if self.kind not in (LAG, LAST, ISFIRST, *AGGREGATE_KINDS):
+            raise ValueError(f"unknown analytic function {self.kind!r}; expected lag, last, isfirst "
+                             f"or one of {', '.join(AGGREGATE_KINDS)}")
         if self.duration_us is None or self.duration_us <= 0:
             what = "an interval" if self.kind == ISFIRST else "LIMIT DURATION"
             raise ValueError(f"{self.kind.upper()} needs {what} with a positive length")
-        if self.kind in (LAG, LAST) and self.value is None:
+        if (self.kind in (LAG, LAST) or self.kind in AGGREGATE_KINDS[1:]) and self.value is None:
             raise ValueError(f"{self.kind.upper()} needs an expression")
         if self.kind == LAG and (not isinstance(self.offset, int) or self.offset < 1):
             raise ValueError("the LAG offset must be an integer >= 1")
@@ -153,6 +161,27 @@ class _Spec:
     output_key: str
     offset: int
     duration_us: int
+    star: bool = False  # COUNT(*)
+
+    def accumulator(self) -> Any:
+        """The retractable accumulator of an aggregate call (the GROUP BY ones, so NULLs, types
+        and exactness are the same)."""
+        from transforms.query.aggregates import AggregateSpec, make_accumulator
+
+        return make_accumulator(AggregateSpec(self.kind.upper(), star=self.star), retractable=True)
+
+
+class CheckedValue:
+    """An aggregate call's argument, checked as GROUP BY checks it (SUM of text → row error)."""
+
+    def __init__(self, value: Callable[[dict], Any], kind: str):
+        from transforms.query.aggregates import AggregateSpec, make_input_checker
+
+        self._value = value
+        self._check = make_input_checker([AggregateSpec(kind.upper())])
+
+    def __call__(self, row: dict) -> Any:
+        return self._check((self._value(row),))[0]
 
 
 def _evaluate(calls: Sequence[AnalyticCall], row: dict) -> tuple:
@@ -164,6 +193,9 @@ def _evaluate(calls: Sequence[AnalyticCall], row: dict) -> tuple:
         default = c.default_fn(row) if c.default_fn is not None else c.default
         out.append((candidate, value, default))
     return tuple(out)
+
+
+_accumulators: dict[_Spec, Any] = {}  # per process: accumulators are stateless objects
 
 
 def _step(specs: Sequence[_Spec], history: dict, t: int, inputs: tuple) -> dict:
@@ -189,6 +221,20 @@ def _step(specs: Sequence[_Spec], history: dict, t: int, inputs: tuple) -> dict:
                 results[spec.output_key] = h[1]
             else:
                 results[spec.output_key] = default
+        elif spec.kind in AGGREGATE_KINDS:
+            # h: (accumulator, candidates within the duration as [t, value], oldest first).
+            acc_fn = _accumulators.get(spec) or _accumulators.setdefault(spec, spec.accumulator())
+            acc, window = h if h is not None else (acc_fn.create(), [])
+            drop = 0
+            while drop < len(window) and not _in_duration(t, window[drop][0], spec.duration_us):
+                acc = acc_fn.remove(acc, window[drop][1])
+                drop += 1
+            window = window[drop:]
+            if candidate:
+                acc = acc_fn.add(acc, value)
+                window.append((t, value))
+            results[spec.output_key] = acc_fn.extract(acc)
+            history[i] = (acc, window)
         else:  # ISFIRST: h is the last interval that had a candidate
             k = _interval(t, spec.duration_us)
             first = candidate and (h is None or k > h)
@@ -362,7 +408,8 @@ class AnalyticFunctions(beam.PTransform):
         if not self._calls:
             return {ROWS: rows, FAILED: rows | "no failures" >> beam.Filter(lambda _: False)}
         streaming = _is_streaming([rows])
-        specs = [[_Spec(c.kind, c.output_key, c.offset, c.duration_us) for c in g] for g in self._groups]
+        specs = [[_Spec(c.kind, c.output_key, c.offset, c.duration_us, c.kind == "count" and c.value is None)
+                  for c in g] for g in self._groups]
         merge = len(self._groups) > 1
         prepared = (
             rows
@@ -382,4 +429,4 @@ class AnalyticFunctions(beam.PTransform):
         return {ROWS: evaluated, FAILED: prepared[FAILED]}
 
 
-__all__ = ["ISFIRST", "LAG", "LAST", "AnalyticCall", "AnalyticFunctions"]
+__all__ = ["AGGREGATE_KINDS", "ISFIRST", "LAG", "LAST", "AnalyticCall", "AnalyticFunctions", "CheckedValue"]

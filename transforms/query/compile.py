@@ -163,7 +163,7 @@ class SelectStepTransform(beam.PTransform):
         return out[ROWS] | f"{label}: merge" >> beam.Map(_merge_pair, join.key)
 
     def _analytic(self, rows, failed: list):
-        from transforms.query.analytic import AnalyticCall, AnalyticFunctions
+        from transforms.query.analytic import AGGREGATE_KINDS, AnalyticCall, AnalyticFunctions, CheckedValue
 
         partitions: dict[str, Any] = {}
         calls = []
@@ -172,9 +172,12 @@ class SelectStepTransform(beam.PTransform):
             if a.partition:
                 text = "|".join(map(to_sql, a.partition)).lower()
                 part = partitions.setdefault(text, compile_args(a.partition))
+            value = compile_value(a.value) if a.value is not None else None
+            if value is not None and a.kind in AGGREGATE_KINDS:
+                value = CheckedValue(value, a.kind)
             calls.append(AnalyticCall(
                 a.kind, a.column,
-                value=compile_value(a.value) if a.value is not None else None,
+                value=value,
                 offset=a.offset,
                 partition=part,
                 duration_us=a.duration_us,

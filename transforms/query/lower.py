@@ -15,6 +15,7 @@ from transforms.errors import QueryError
 from transforms.functions.registry import FunctionRegistry
 from transforms.query import ast
 from transforms.query import catalog as qfn
+from transforms.query.analytic import AGGREGATE_KINDS
 from transforms.query.plan import (
     HIDDEN_PREFIX,
     SOURCE_PREFIX,
@@ -635,8 +636,8 @@ class _Scope:
         if not ns and key in _ANALYTIC and (e.over is not None or key == "isfirst"):
             return self.analytic_call(e)
         if not ns and key in qfn.AGGREGATES:
-            if e.over is not None and key in ("count", "sum", "avg", "min", "max") and not e.over.order_by:
-                raise _not_supported(f"{e.name.upper()} OVER (...) without a window", e.over.pos)
+            if e.over is not None and key in AGGREGATE_KINDS and not e.over.order_by:
+                return self.analytic_call(e)
             raise QueryError(f"aggregate {e.name.upper()} needs GROUP BY (and is allowed only in SELECT and HAVING)",
                              *e.pos)
         if e.over is not None:
@@ -734,7 +735,16 @@ class _Scope:
             else:
                 if duration is None:
                     raise QueryError(f"{e.name.upper()} needs OVER (... LIMIT DURATION(unit, n))", *over.pos)
-                if key == "lag":
+                if key in AGGREGATE_KINDS:
+                    if e.distinct:
+                        raise _not_supported(f"{e.name.upper()}(DISTINCT ...) OVER (...)", e.pos)
+                    if not (e.star and key == "count") and len(e.args) != 1:
+                        raise QueryError(f"{e.name.upper()} takes {'* or ' if key == 'count' else ''}one argument",
+                                         *e.pos)
+                    value = None if e.star else self.expr(e.args[0], ())
+                    defn = AnalyticDef(self.lw.new_hidden("an"), key, value, partition=partition,
+                                       duration_us=duration, when=when)
+                elif key == "lag":
                     if not 1 <= len(e.args) <= 3:
                         raise QueryError("LAG takes (expression [, offset [, default]])", *e.pos)
                     offset = _int_literal(e.args[1], "the LAG offset") if len(e.args) > 1 else 1

@@ -143,10 +143,10 @@ class JoinDef:
 
 @dataclass(frozen=True)
 class AnalyticDef:
-    """LAG / ISFIRST / LAST, evaluated per event before WHERE; result in ``column``."""
+    """LAG / ISFIRST / LAST / an aggregate with OVER, evaluated per event before WHERE; result in ``column``."""
 
     column: str
-    kind: str  # lag | isfirst | last
+    kind: str  # lag | isfirst | last | count | sum | avg | min | max (value None: COUNT(*))
     value: ast.Expr | None = None
     offset: int = 1
     default: ast.Expr | None = None
@@ -276,8 +276,8 @@ def format_plan(plan: Plan) -> str:
             for a in s.applies:
                 lines.append(f"  {a.kind} apply {a.function}({to_sql(a.arg)}) AS {a.alias}")
             for an in s.analytic:
-                lines.append(f"  analytic {_hidden_name(an.column)} = {an.kind.upper()}"
-                             f"({to_sql(an.value) if an.value is not None else ''})")
+                arg = to_sql(an.value) if an.value is not None else "*" if an.kind == "count" else ""
+                lines.append(f"  analytic {_hidden_name(an.column)} = {an.kind.upper()}({arg})")
             for c in sorted(s.calls, key=lambda c: (c.phase != "where", c.stage)):
                 guard = f" only where {to_sql(c.guard)}" if c.guard is not None else ""
                 args = ", ".join(to_sql(a) for a in c.args)
