@@ -127,3 +127,20 @@ def test_inputs_that_cannot_be_read_stop_the_job_before_it_starts(tmp_path, caps
     assert main(["run", str(job)]) == 2  # batch: in/ is empty
     assert "no file matches" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_reference_data_is_read_once_and_joined_with_the_watched_stream(tmp_path):
+    from pipelines.cli import main
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "vendors.json").write_text('{"vendor": "A", "name": "Alpha"}\n{"vendor": "B", "name": "Beta"}\n')
+    (tmp_path / "in" / "a.json").write_text("".join(
+        json.dumps({"id": i, "vendor": v}) + "\n" for i, v in enumerate("ABCB")))
+    job = tmp_path / "job.yaml"
+    job.write_text(
+        "query: SELECT t.id, v.name INTO output FROM trips t JOIN vendors v ON t.vendor = v.vendor\n"
+        "inputs:\n  trips: {path: in/*.json}\n  vendors: {path: vendors.json, reference: true}\n"
+        "outputs:\n  output: {path: out/joined}\n")
+    assert main(["run", str(job), "--streaming", "--poll-interval", "0.1", "--stop-after-idle", "0.5"]) == 0
+    joined = read_output(tmp_path / "out" / "joined", "json")
+    assert sorted((r["id"], r["name"]) for r in joined) == [(0, "Alpha"), (1, "Beta"), (3, "Beta")]
