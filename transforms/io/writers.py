@@ -63,7 +63,8 @@ class WriteRows(beam.PTransform):
     """Writes a PCollection of rows to sharded files; returns the PCollection of file names.
 
     ``columns`` fixes the fields written, and their order (CSV header, Avro/Parquet schema);
-    JSON ignores it. See the module docstring for the rules of each format.
+    JSON ignores it. See the module docstring for the rules of each format. An unbounded
+    PCollection (streaming) is written as it arrives, one file per bundle (``_WriteBundleFiles``).
 
     >>> import apache_beam as beam, tempfile, os
     >>> d = tempfile.mkdtemp()
@@ -102,7 +103,7 @@ class WriteRows(beam.PTransform):
 
     def expand(self, rows):
         if not rows.is_bounded:
-            return rows | "WriteBundleFiles" >> beam.ParDo(_WriteBundleFiles(self._sink(_JsonSink)))
+            return rows | "WriteBundleFiles" >> beam.ParDo(_WriteBundleFiles(self._sink()))
         if self._format == "json":
             return (
                 rows
@@ -113,8 +114,8 @@ class WriteRows(beam.PTransform):
             )
         return rows | "WriteFiles" >> beam.io.Write(self._sink())
 
-    def _sink(self, json_sink: type[_RowSink] | None = None) -> _RowSink:
-        sink_class = {"json": json_sink, "csv": _CsvSink, "avro": _AvroSink, "parquet": _ParquetSink}[self._format]
+    def _sink(self) -> _RowSink:
+        sink_class = {"json": _JsonSink, "csv": _CsvSink, "avro": _AvroSink, "parquet": _ParquetSink}[self._format]
         return sink_class(
             self._prefix, self._suffix, self._num_shards, self._compression,
             name=self._name, columns=self._columns, counter=self._counter, delimiter=self._delimiter)
