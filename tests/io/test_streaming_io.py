@@ -232,3 +232,12 @@ def test_streaming_write_of_each_format(tmp_path, fmt):
     assert names and all(n.startswith("rows-") and n.endswith(f".{fmt}") for n in names), names
     written = read_output(out / "rows", fmt)
     assert sorted(str(r["id"]) for r in written) == ["1", "2"]
+
+
+def test_watched_json_read_drops_a_bom_and_dead_letters_invalid_utf8_as_batch_does(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    write_atomically(src / "b.json", b'\xef\xbb\xbf{"id": 3}\n{"id": "\xff\xfe"}\n\n{"id": 4}\r\n')
+    rows, failed, count = run_watched_read(str(src / "*.json"), "json", lambda: None)
+    assert sorted(r["id"] for r in rows) == [3, 4] and count == 2
+    assert [(d.reason, d.raw) for d in failed] == [("malformed_json", '{"id": "\ufffd\ufffd"}')]

@@ -181,8 +181,8 @@ class _ParseJsonLines(beam.DoFn):
     def process(self, line: str | bytes):
         try:
             row = _loads(line)
-        except ValueError as e:  # JSONDecodeError, and UnicodeDecodeError for bytes
-            out = _json_line_error(self._step, line, e)
+        except ValueError:  # JSONDecodeError, and UnicodeDecodeError for bytes: rare, off the fast path
+            out = _parse_json_line(self._step, line)
             if out and type(out[0]) is dict:
                 self._n += 1
             return out
@@ -197,19 +197,19 @@ class _ParseJsonLines(beam.DoFn):
             self._n = 0
 
 
-def _json_line_error(step: str, line: str | bytes, error: ValueError) -> tuple:
-    """What a line json.loads rejected becomes: nothing (blank), its BOM-less self, or a dead letter."""
-    if not line.strip():
-        return ()
-    if isinstance(line, str) and line.startswith("\ufeff"):  # a BOM opening the file
-        try:
-            row = _loads(line[1:])
-        except ValueError as e:
-            return (_bad_json(step, line[1:], f"not valid JSON: {e}"),)
-        if type(row) is dict:
-            return (row,)
-        return (_bad_json(step, line[1:], f"expected a JSON object, got {_json_kind(row)}"),)
-    return (_bad_json(step, line, f"not valid JSON: {error}"),)
+def _parse_json_line(step: str, line: str | bytes) -> tuple:
+    """One JSON line → ``()`` (blank), ``(row,)``, or ``(dead letter,)``; a leading BOM is dropped."""
+    try:
+        row = _loads(line)
+    except ValueError as e:
+        if not line.strip():
+            return ()
+        if isinstance(line, str) and line.startswith("\ufeff"):  # a BOM opening the file
+            return _parse_json_line(step, line[1:])
+        return (_bad_json(step, line, f"not valid JSON: {e}"),)
+    if type(row) is dict:
+        return (row,)
+    return (_bad_json(step, line, f"expected a JSON object, got {_json_kind(row)}"),)
 
 
 def _bad_json(step: str, line: str | bytes, message: str) -> TaggedOutput:
@@ -270,17 +270,8 @@ class _ReadJsonFile(_FileReader):
 
     def read(self, stream, path):
         for raw in stream:
-            line = raw.rstrip(b"\r\n")
-            try:
-                line = line.decode("utf-8")
-                row = _loads(line)
-            except ValueError as e:  # not UTF-8 (line stays bytes), or not JSON
-                yield from _json_line_error(self._step, line, e)
-                continue
-            if type(row) is dict:
-                yield row
-            else:
-                yield _bad_json(self._step, line, f"expected a JSON object, got {_json_kind(row)}")
+            # Bytes: json.loads decodes UTF-8 (with or without a BOM); other bytes are a dead letter.
+            yield from _parse_json_line(self._step, raw.rstrip(b"\r\n"))
 
 
 class _ReadCsvFile(_FileReader):
