@@ -12,7 +12,7 @@ from benchmarks.common import best_of, ratio_line, timed_pipeline, workdir
 from pipelines.examples.trips import write_trips
 from transforms.functions.javascript import JavaScriptFunction
 from transforms.io import ReadRows, WriteRows
-from transforms.query.compile import AsaQuery
+from transforms.operators.compile import AsaQuery
 
 ROWS = 200_000
 FIELDS = ("vendorid", "weekday", "pickuphour", "passenger", "distance")

@@ -14,7 +14,7 @@ import apache_beam as beam
 from benchmarks.common import best_of, ratio_line, timed_pipeline, workdir
 from pipelines.examples.trips import write_trips
 from transforms.io import ReadRows, WriteRows
-from transforms.query.compile import AsaQuery
+from transforms.operators.compile import AsaQuery
 
 ROWS = 500_000
 QUERY = """SELECT tripid, vendorid, CAST(distance AS bigint) AS miles, fare

@@ -131,7 +131,7 @@ SELECT Dataframe AS score INTO output FROM Dataframe WHERE Dataframe IS NOT NULL
 def query_pipeline(src: str, dst: str, query: str, fn: AzureMLFunction | None) -> Callable[[beam.Pipeline], None]:
     """The seed query as a job runs it: ReadRows → AsaQuery → WriteRows."""
     from transforms.io import ReadRows, WriteRows
-    from transforms.query.compile import AsaQuery
+    from transforms.operators.compile import AsaQuery
 
     def build(p):
         rows = p | ReadRows(src, "json", name="input")

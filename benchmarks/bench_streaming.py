@@ -25,7 +25,7 @@ from apache_beam.transforms.window import FixedWindows
 from benchmarks.bench_windows import QUERY, parse_timestamped, write_events
 from benchmarks.common import ratio_line, timed_pipeline, workdir
 from transforms.io import ReadRows, Watch, WatchFiles, WriteRows
-from transforms.query.compile import AsaQuery, EventOrdering
+from transforms.operators.compile import AsaQuery, EventOrdering
 
 ROWS = 100_000
 FILES = 10

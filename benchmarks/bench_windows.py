@@ -25,8 +25,8 @@ from apache_beam.utils.timestamp import Timestamp
 
 from benchmarks.common import ratio_line, timed_pipeline, workdir
 from transforms.deadletter import format_datetime
-from transforms.query.aggregates import AggregateSpec
-from transforms.query.windows import WindowedAggregate, WindowSpec, datetime_to_us
+from transforms.operators.aggregates import AggregateSpec
+from transforms.operators.windows import WindowedAggregate, WindowSpec, datetime_to_us
 
 ROWS = 500_000
 QUERY = """SELECT deviceId, System.Timestamp() AS windowEnd, COUNT(*) AS count
@@ -89,7 +89,7 @@ def run(rows: int = ROWS, repeats: int = 2) -> list[str]:
 
         def query() -> float:
             from transforms.io import ReadRows, WriteRows
-            from transforms.query.compile import AsaQuery
+            from transforms.operators.compile import AsaQuery
 
             def build(p):
                 src = p | ReadRows(str(data), "json", name="input")

@@ -26,7 +26,7 @@ import yaml
 
 from transforms.errors import JobConfigError
 from transforms.functions.registry import FunctionRegistry
-from transforms.query.compile import EventOrdering
+from transforms.operators.compile import EventOrdering
 from transforms.query.lower import lower
 from transforms.query.parser import parse
 from transforms.query.plan import Plan

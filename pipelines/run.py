@@ -16,7 +16,7 @@ from pipelines.runners import make_runner, pipeline_options
 from transforms.errors import JobConfigError
 from transforms.functions.azureml import find_endpoint_error
 from transforms.io.watch import Watch
-from transforms.query.compile import AsaQuery
+from transforms.operators.compile import AsaQuery
 from transforms.query.plan import SelectStep
 
 

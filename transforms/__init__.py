@@ -11,7 +11,7 @@ from transforms.functions.base import AsaFunction, CallSite, ScalarFunction
 from transforms.functions.javascript import JavaScriptFunction, JavaScriptUdf
 from transforms.functions.python import PythonFunction
 from transforms.functions.registry import FunctionRegistry
-from transforms.query.compile import AsaQuery, EventOrdering, QueryOutputs
+from transforms.operators.compile import AsaQuery, EventOrdering, QueryOutputs
 
 __all__ = [
     "FAILED", "AsaError", "AsaFunction", "AsaQuery", "AzureMLConfig", "AzureMLFunction", "CallSite", "DeadLetter",

@@ -11,7 +11,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from transforms.functions.javascript.uda import JavaScriptAggregate
 from transforms.functions.python import PythonFunction
 from transforms.functions.registry import FunctionRegistry
-from transforms.query.compile import AsaQuery
+from transforms.operators.compile import AsaQuery
 from transforms.query.lower import lower
 from transforms.query.parser import parse
 

@@ -15,8 +15,8 @@ from transforms.errors import QueryError
 from transforms.functions.registry import FunctionRegistry
 from transforms.query import ast
 from transforms.query import catalog as qfn
-from transforms.query.analytic import AGGREGATE_KINDS
 from transforms.query.plan import (
+    AGGREGATE_KINDS,
     HIDDEN_PREFIX,
     SOURCE_PREFIX,
     TS_COLUMN,

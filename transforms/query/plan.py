@@ -75,6 +75,9 @@ TS_COLUMN = HIDDEN_PREFIX + "ts"  # System.Timestamp(): the event time, or the w
 SOURCE_PREFIX = HIDDEN_PREFIX + "src:"  # in steps with JOIN/APPLY a row is {SOURCE_PREFIX + alias: record}
 
 
+# Aggregates allowed with OVER (PARTITION BY ... LIMIT DURATION ... WHEN ...) and no window.
+AGGREGATE_KINDS = ("count", "sum", "avg", "min", "max")
+
 # -- time-related step parts ----------------------------------------------------------------
 @dataclass(frozen=True)
 class WindowDef:

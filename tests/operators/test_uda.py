@@ -10,7 +10,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from transforms.errors import FunctionConfigError, QueryError
 from transforms.functions.javascript.uda import JavaScriptAggregate
 from transforms.functions.registry import FunctionRegistry
-from transforms.query.compile import AsaQuery
+from transforms.operators.compile import AsaQuery
 
 UTC = dt.timezone.utc
 # ASA's UDA doc example shape: a time-weighted sum using accumulate(value, timestamp).

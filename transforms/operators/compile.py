@@ -146,7 +146,7 @@ class SelectStepTransform(beam.PTransform):
         return out[ROWS]
 
     def _join(self, rows, join: JoinDef, other, failed: list):
-        from transforms.query.joins import IntervalJoin, ReferenceJoin, TimeBound
+        from transforms.operators.joins import IntervalJoin, ReferenceJoin, TimeBound
 
         label = f"{'Left join' if join.kind == 'left' else 'Join'} {join.alias}"
         other = self._event_time(other, join.timestamp_by, f"{label}: timestamp by", failed)
@@ -163,7 +163,7 @@ class SelectStepTransform(beam.PTransform):
         return out[ROWS] | f"{label}: merge" >> beam.Map(_merge_pair, join.key)
 
     def _analytic(self, rows, failed: list):
-        from transforms.query.analytic import AGGREGATE_KINDS, AnalyticCall, AnalyticFunctions, CheckedValue
+        from transforms.operators.analytic import AGGREGATE_KINDS, AnalyticCall, AnalyticFunctions, CheckedValue
 
         partitions: dict[str, Any] = {}
         calls = []
@@ -189,7 +189,7 @@ class SelectStepTransform(beam.PTransform):
         return out[ROWS]
 
     def _aggregate(self, rows, failed: list):
-        from transforms.query.aggregation import GroupAndAggregate
+        from transforms.operators.aggregation import GroupAndAggregate
 
         # Batch has no late data; allowed lateness would add late firings and cost combiner lifting.
         lateness = self.ordering.allowed_lateness_us if _is_streaming(rows) else 0

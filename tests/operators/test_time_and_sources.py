@@ -6,7 +6,7 @@ import apache_beam as beam
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from transforms.query.compile import AsaQuery
+from transforms.operators.compile import AsaQuery
 
 UTC = dt.timezone.utc
 
@@ -108,7 +108,7 @@ def streaming_pipeline():
 
 
 def test_late_events_are_dropped_to_the_dead_letter_or_adjusted():
-    from transforms.query.compile import EventOrdering
+    from transforms.operators.compile import EventOrdering
 
     events = [(60, {"id": 1, "at": t(0, 58)}),    # 2 s before arrival: on time
               (120, {"id": 2, "at": t(1, 0)}),    # 60 s before arrival: late

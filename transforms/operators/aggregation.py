@@ -14,10 +14,10 @@ import apache_beam as beam
 from transforms.deadletter import FAILED, DeadLetter, RowError
 from transforms.functions.base import ROWS
 from transforms.functions.registry import FunctionRegistry
-from transforms.query.aggregates import AggregateSpec, UdaAccumulator, make_input_checker
+from transforms.operators.aggregates import AggregateSpec, UdaAccumulator, make_input_checker
+from transforms.operators.windows import WindowedAggregate, WindowSpec, key_part
 from transforms.query.expressions import CompiledFunction, compile_args
 from transforms.query.plan import TS_COLUMN, AggregateDef, Grouping, RowRef
-from transforms.query.windows import WindowedAggregate, WindowSpec, key_part
 
 
 def window_spec(grouping: Grouping) -> WindowSpec | None:

@@ -19,8 +19,8 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
-from transforms.query.aggregates import AggregateSpec, UdaAccumulator
-from transforms.query.windows import (
+from transforms.operators.aggregates import AggregateSpec, UdaAccumulator
+from transforms.operators.windows import (
     SessionCore,
     SlidingCore,
     WindowedAggregate,
@@ -550,7 +550,7 @@ def _core_events(events):
 
 
 def test_sliding_core_incremental_equals_one_shot():
-    from transforms.query.aggregates import make_accumulator
+    from transforms.operators.aggregates import make_accumulator
 
     events = random_events(seed=5, n=60, keys=("k",))
     fns = [make_accumulator(s, retractable=True) for s in (COUNT, AggregateSpec("MAX"), AggregateSpec("SUM"))]
@@ -570,7 +570,7 @@ def test_sliding_core_incremental_equals_one_shot():
 
 
 def test_session_core_state_is_dropped_after_close():
-    from transforms.query.aggregates import make_accumulator
+    from transforms.operators.aggregates import make_accumulator
 
     core = SessionCore(1_000_000, 0)
     fns = [make_accumulator(COUNT)]

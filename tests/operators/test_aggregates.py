@@ -15,7 +15,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from transforms.deadletter import RowError
-from transforms.query.aggregates import (
+from transforms.operators.aggregates import (
     AGGREGATES,
     AggregateSpec,
     MultiAggregateCombineFn,

@@ -48,7 +48,7 @@ partition processes everything at the end. With several PARTITION BY groups each
 an id, every group emits its values for that id, and a second stateful step keyed by the id
 merges them back onto the row (order-insensitive, so it does not depend on watermarks).
 Late events (behind the watermark) are evaluated against the partition's current history.
-Timers and the Python streaming DirectRunner: see ``transforms.query.joins`` (the runner holds
+Timers and the Python streaming DirectRunner: see ``transforms.operators.joins`` (the runner holds
 no watermark for timers, so rows emitted by a timer can be late for a window downstream).
 """
 
@@ -69,12 +69,11 @@ from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateS
 from apache_beam.transforms.window import GlobalWindows, TimestampedValue
 
 from transforms.deadletter import FAILED, RowError, json_default
-from transforms.query.joins import _is_streaming, as_key, ts_us, us_to_ts
+from transforms.operators.joins import _is_streaming, as_key, ts_us, us_to_ts
+from transforms.query.plan import AGGREGATE_KINDS
 
 ROWS = "rows"
 LAG, LAST, ISFIRST = "lag", "last", "isfirst"
-# Aggregates with OVER (PARTITION BY ... LIMIT DURATION ... WHEN ...) and no window.
-AGGREGATE_KINDS = ("count", "sum", "avg", "min", "max")
 
 # Microseconds from 0001-01-01T00:00:00Z to the Unix epoch: ISFIRST intervals count from there.
 _ORIGIN_US = (_dt.datetime(1970, 1, 1) - _dt.datetime(1, 1, 1)) // _dt.timedelta(microseconds=1)
@@ -166,7 +165,7 @@ class _Spec:
     def accumulator(self) -> Any:
         """The retractable accumulator of an aggregate call (the GROUP BY ones, so NULLs, types
         and exactness are the same)."""
-        from transforms.query.aggregates import AggregateSpec, make_accumulator
+        from transforms.operators.aggregates import AggregateSpec, make_accumulator
 
         return make_accumulator(AggregateSpec(self.kind.upper(), star=self.star), retractable=True)
 
@@ -175,7 +174,7 @@ class CheckedValue:
     """An aggregate call's argument, checked as GROUP BY checks it (SUM of text → row error)."""
 
     def __init__(self, value: Callable[[dict], Any], kind: str):
-        from transforms.query.aggregates import AggregateSpec, make_input_checker
+        from transforms.operators.aggregates import AggregateSpec, make_input_checker
 
         self._value = value
         self._check = make_input_checker([AggregateSpec(kind.upper())])

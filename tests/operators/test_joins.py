@@ -20,7 +20,7 @@ from apache_beam.transforms.window import FixedWindows, TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from transforms.deadletter import RowError
-from transforms.query.joins import MAX_BOUND_US, IntervalJoin, ReferenceJoin, TimeBound, unit_us
+from transforms.operators.joins import MAX_BOUND_US, IntervalJoin, ReferenceJoin, TimeBound, unit_us
 
 MS = 1_000  # microseconds
 S = 1_000_000

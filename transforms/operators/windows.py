@@ -91,7 +91,7 @@ from apache_beam.typehints import typehints
 from apache_beam.utils.timestamp import Duration, Timestamp
 
 from transforms.deadletter import json_default
-from transforms.query.aggregates import AggregateSpec, MultiAggregateCombineFn, make_accumulator, timestamp_slots
+from transforms.operators.aggregates import AggregateSpec, MultiAggregateCombineFn, make_accumulator, timestamp_slots
 
 TUMBLING, HOPPING, SLIDING, SESSION, SNAPSHOT = "tumbling", "hopping", "sliding", "session", "snapshot"
 KINDS = (TUMBLING, HOPPING, SLIDING, SESSION, SNAPSHOT)

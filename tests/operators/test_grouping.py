@@ -10,7 +10,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from transforms.functions.python import PythonFunction
-from transforms.query.compile import AsaQuery
+from transforms.operators.compile import AsaQuery
 
 UTC = dt.timezone.utc
 BASE = dt.datetime(2024, 1, 1, 10, tzinfo=UTC)

@@ -8,7 +8,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from transforms.deadletter import DeadLetter
 from transforms.errors import QueryError
 from transforms.functions.python import PythonFunction
-from transforms.query.compile import AsaQuery
+from transforms.operators.compile import AsaQuery
 
 TRIPS = [
     {"vendorid": 1, "distance": "3.5", "fare": 12.0},

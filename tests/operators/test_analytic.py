@@ -23,7 +23,7 @@ from apache_beam.transforms.window import FixedWindows, TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from transforms.deadletter import RowError, json_default
-from transforms.query.analytic import AGGREGATE_KINDS, ISFIRST, LAG, LAST, AnalyticCall, AnalyticFunctions
+from transforms.operators.analytic import AGGREGATE_KINDS, ISFIRST, LAG, LAST, AnalyticCall, AnalyticFunctions
 
 MS = 1_000
 S = 1_000_000

@@ -1,0 +1,7 @@
+"""Plan → Beam: the operators a query plan compiles into.
+
+``compile.AsaQuery`` turns each plan step into one named composite PTransform, built from the
+operators here: windows and GROUP BY (``windows``, ``aggregation``, ``aggregates``), joins
+(``joins``), analytic functions (``analytic``). The front end (``transforms.query``) imports none
+of this: it knows no Beam.
+"""
