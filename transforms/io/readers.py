@@ -27,6 +27,17 @@ Per format:
 
 ``.gz`` files are decompressed by extension for every format. Rows read are counted by the
 Beam counter ``asa`` / ``input.<name>.rows``.
+
+Paths are local files or Azure blobs (``azfs://account/container/path``, see
+``transforms.io.paths``); both go through Beam's ``FileSystems``.
+
+**Arrival time.** In a bounded read every row of a file carries the file's last-modified time
+(``FileMetadata.last_updated_in_seconds``; a blob's ``BlobLastModifiedUtcTime``) as its Beam
+timestamp, in every format: ASA's arrival time of a blob event, "based only on
+BlobLastModifiedTime" and shared by all the blob's events
+(https://learn.microsoft.com/en-us/azure/stream-analytics/stream-analytics-define-inputs).
+A query without ``TIMESTAMP BY`` so windows over files, as ASA does. A watched read (streaming)
+gives rows the time their file was found (``transforms.io.watch``).
 """
 
 from __future__ import annotations
@@ -48,9 +59,12 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.pvalue import TaggedOutput
+from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import Timestamp
 
 from transforms.deadletter import FAILED, DeadLetter
 from transforms.io.formats import UTC, bytes_to_text, check_format, format_from_path
+from transforms.io.paths import is_blob, normalize_path
 from transforms.io.watch import Watch
 
 ROWS = "rows"
@@ -92,7 +106,7 @@ class ReadRows(beam.PTransform):
     ):
         super().__init__()
         self._watch = watch
-        self._glob = path_glob
+        self._glob = normalize_path(path_glob)
         self._format = check_format(format) if format else format_from_path(path_glob)
         self._name = name
         self._delimiter = delimiter
@@ -113,14 +127,15 @@ class ReadRows(beam.PTransform):
                 | "Parse" >> beam.ParDo(self._file_reader()).with_outputs(FAILED, main=ROWS)
             )
             return {ROWS: parsed[ROWS], FAILED: parsed[FAILED]}
-        if self._validate and not FileSystems.match([self._glob])[0].metadata_list:
-            raise ValueError(f"input '{self._name}': no file matches '{self._glob}'")
+        matched = _match_files(self._glob, f"input '{self._name}'", self._validate)
         # ReadFromText splits files but is a splittable DoFn, which Beam's local streaming runner
         # cannot run: a bounded read (reference data) in a streaming pipeline reads whole files.
         if self._format == "json" and not pbegin.pipeline.options.view_as(StandardOptions).streaming:
-            lines = pbegin | "ReadLines" >> beam.io.ReadFromText(
+            # With each line's file name, so that its rows get the file's last-modified time.
+            lines = pbegin | "ReadLines" >> beam.io.ReadFromTextWithFilename(
                 self._glob, coder=_LineCoder(), validate=False)
-            parsed = lines | "ParseJson" >> beam.ParDo(_ParseJsonLines(self._name)).with_outputs(
+            times = {m.path: m.last_updated_in_seconds for m in matched}
+            parsed = lines | "ParseJson" >> beam.ParDo(_ParseFileJsonLines(self._name, times)).with_outputs(
                 FAILED, main=ROWS)
         else:
             parsed = (
@@ -134,12 +149,15 @@ class ReadRows(beam.PTransform):
         return {ROWS: parsed[ROWS], FAILED: parsed[FAILED]}
 
     def _file_reader(self) -> _FileReader:
-        return {
+        reader = {
             "json": lambda: _ReadJsonFile(self._name),
             "csv": lambda: _ReadCsvFile(self._name, self._delimiter),
             "avro": lambda: _ReadAvroFile(self._name),
             "parquet": lambda: _ReadParquetFile(self._name),
         }[self._format]()
+        # Bounded reads: rows carry their file's last-modified time; watched ones, their arrival.
+        reader.file_time = self._watch is None
+        return reader
 
 
 class _LineCoder(StrUtf8Coder):
@@ -229,10 +247,57 @@ def _json_kind(value: Any) -> str:
     return "a number"
 
 
+def _match_files(glob: str, what: str, validate: bool) -> list:
+    """The files of ``glob`` when the pipeline is built; a blob that cannot be listed is a clear error."""
+    if is_blob(glob):
+        from transforms.io.blob import check_access
+
+        return check_access(glob, what, must_match=validate)
+    matched = FileSystems.match([glob])[0].metadata_list
+    if validate and not matched:
+        raise ValueError(f"{what}: no file matches '{glob}'")
+    return matched
+
+
+def file_timestamp(last_updated_in_seconds: float | None) -> Timestamp | None:
+    """A file's last-modified time as a Beam timestamp (None when its filesystem does not tell)."""
+    if not last_updated_in_seconds or last_updated_in_seconds <= 0:
+        return None
+    return Timestamp.of(last_updated_in_seconds)
+
+
+class _ParseFileJsonLines(_ParseJsonLines):
+    """``(file name, line)`` → the line's row stamped with the file's last-modified time."""
+
+    def __init__(self, step: str, times: dict[str, float]):
+        super().__init__(step)
+        self._times = times
+        self._file = None
+        self._time = None
+
+    def process(self, element):
+        name, line = element
+        if name != self._file:  # lines come file by file: one lookup per file and bundle
+            self._file = name
+            seconds = self._times.get(name)
+            if seconds is None:  # a file that appeared after the pipeline was built
+                try:
+                    seconds = FileSystems.last_updated(name)
+                except Exception:  # noqa: BLE001 - unknown time: the runner's default timestamp
+                    seconds = None
+            self._time = file_timestamp(seconds)
+        out = super().process(line)
+        if self._time is None or not out:
+            return out
+        ts = self._time
+        return [TimestampedValue(x, ts) if type(x) is dict else x for x in out]
+
+
 class _FileReader(beam.DoFn):
     """Base of the per-file readers: opens the file, counts rows, closes everything."""
 
     reason = "malformed_file"
+    file_time = False  # stamp rows with the file's last-modified time (bounded reads)
 
     def __init__(self, step: str):
         self._step = step
@@ -240,6 +305,7 @@ class _FileReader(beam.DoFn):
 
     def process(self, readable: fileio.ReadableFile):
         path = readable.metadata.path
+        ts = file_timestamp(readable.metadata.last_updated_in_seconds) if self.file_time else None
         raw = readable.open(compression_type=CompressionTypes.UNCOMPRESSED)
         stream = gzip.GzipFile(fileobj=raw, mode="rb") if path.lower().endswith(".gz") else raw
         n = 0
@@ -247,6 +313,8 @@ class _FileReader(beam.DoFn):
             for item in self.read(stream, path):
                 if type(item) is dict:
                     n += 1
+                    if ts is not None:
+                        item = TimestampedValue(item, ts)
                 yield item
         except Exception as e:  # a damaged file: keep the rows read so far, report the rest
             yield TaggedOutput(FAILED, DeadLetter(
