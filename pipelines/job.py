@@ -11,6 +11,10 @@
     dead_letter: {path: out/failed, format: json}      # optional; default <first output dir>/dead_letter
 
 Paths are relative to the job file. ``--input NAME=PATH`` / ``--output NAME=PATH`` override them.
+A path may be an Azure blob, ``azfs://account/container/path`` (``abfs[s]://`` and ``https://``
+blob URLs are mapped to it), and may hold ASA's path pattern tokens (``{date}``, ``{time}`` with
+``date_format``/``time_format``; outputs also ``{datetime:..}`` and ``{field}``): see
+``transforms.io.paths``.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import yaml
 
 from transforms.errors import JobConfigError
 from transforms.functions.registry import FunctionRegistry
+from transforms.io.paths import dirname, is_url, join, normalize_path
 from transforms.operators.compile import EventOrdering
 from transforms.query.lower import lower
 from transforms.query.parser import parse
@@ -147,7 +152,12 @@ def _file_spec(name: str, spec: Any, base: Path, what: str, override: str | None
     path = override or spec.get("path")
     if not path:
         raise JobConfigError(f"{what} '{name}': 'path' is missing")
-    full = str(Path(os.path.expanduser(str(path))) if Path(str(path)).is_absolute() or override else base / str(path))
+    if is_url(normalize_path(str(path))):  # a blob (azfs://, abfs[s]://, https://) or another filesystem
+        full = normalize_path(str(path))
+    else:
+        full = str(Path(os.path.expanduser(str(path))) if Path(str(path)).is_absolute() or override
+                   else base / str(path))
+    spec, full = _path_pattern(spec, full, what, name)
     given = spec.get("format")
     if given is None and default_format is not None:
         try:
@@ -158,6 +168,23 @@ def _file_spec(name: str, spec: Any, base: Path, what: str, override: str | None
         fmt = _format_of(full, given, f"{what} '{name}'")
     options = {k: v for k, v in spec.items() if k not in ("path", "format")}
     return FileSpec(name, full, fmt, options)
+
+
+def _path_pattern(spec: Mapping[str, Any], path: str, what: str, name: str) -> tuple[Mapping[str, Any], str]:
+    """ASA's path pattern tokens in ``path``: an input's become its glob (``date_format`` and
+    ``time_format`` are used up here); an output's are checked now and resolved per row by WriteRows."""
+    from transforms.io.paths import OutputPattern, has_tokens, input_glob
+
+    formats = {k: spec[k] for k in ("date_format", "time_format") if k in spec}
+    try:
+        if what == "input":
+            if has_tokens(path):
+                path = input_glob(path, formats.get("date_format"), formats.get("time_format"))
+            return {k: v for k, v in spec.items() if k not in formats}, path
+        OutputPattern(path, formats.get("date_format"), formats.get("time_format"))
+    except ValueError as e:
+        raise JobConfigError(f"{what} '{name}': {e}") from None
+    return spec, path
 
 
 def _expand_env(value: Any, where: str) -> Any:
@@ -178,7 +205,7 @@ def _overrides(pairs: Sequence[str], what: str) -> dict[str, str]:
         name, sep, path = pair.partition("=")
         if not sep or not name or not path:
             raise JobConfigError(f"--{what} expects NAME=PATH, got '{pair}'")
-        out[name.lower()] = str(Path(path).absolute())
+        out[name.lower()] = normalize_path(path) if is_url(normalize_path(path)) else str(Path(path).absolute())
     return out
 
 
@@ -230,8 +257,9 @@ def load_job(path: str | Path, inputs: Sequence[str] = (), outputs: Sequence[str
             for n, s in raw_outputs.items()}
     dl_spec = doc.get("dead_letter")
     if dl_spec is None:
-        first = next(iter(outs.values()))
-        dl_spec = {"path": str(Path(first.path).parent / "dead_letter"), "format": "json"}
+        first = next(iter(outs.values())).path.split("{", 1)[0]  # the folder above any path pattern
+        folder = first.rstrip("/") if first.endswith("/") else dirname(first)
+        dl_spec = {"path": join(folder, "dead_letter"), "format": "json"}
     dead_letter = _file_spec("dead_letter", dl_spec, base, "dead_letter", None, "json")
     functions = doc.get("functions") or {}
     if not isinstance(functions, Mapping):

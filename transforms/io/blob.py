@@ -114,10 +114,11 @@ def check_access(path: str, what: str, *, must_match: bool) -> list:
     if is_blob(path):
         use_environment_credentials()
         if FileSystems._pipeline_options is None:
-            # Beam's azfs filesystem needs options even when used outside a pipeline.
+            # Beam's azfs filesystem needs options even outside a pipeline (a check before the job
+            # starts): those of the command line (--azure_connection_string, --blob_service_endpoint).
             from apache_beam.options.pipeline_options import PipelineOptions
 
-            FileSystems.set_options(PipelineOptions([]))
+            FileSystems.set_options(PipelineOptions())
         if not _has_credentials():
             raise BlobAccessError(f"{what}: no credentials for {path}: {_CREDENTIAL_HELP}")
         account = _connection_account()
@@ -129,7 +130,9 @@ def check_access(path: str, what: str, *, must_match: bool) -> list:
     try:
         matched = FileSystems.match([path])[0].metadata_list
     except Exception as e:  # BeamIOError wrapping the storage SDK's error
-        raise BlobAccessError(f"{what}: {explain(e, path)}") from None
+        if getattr(_root_cause(e), "code", None) != 404:
+            raise BlobAccessError(f"{what}: {explain(e, path)}") from None
+        matched = []  # Beam 2.77's azfs `exists` raises for a missing blob instead of saying False
     if must_match and not matched:
         raise BlobAccessError(f"{what}: no file matches '{path}'")
     return matched

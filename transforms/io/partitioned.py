@@ -84,8 +84,7 @@ class _WriteFolder(beam.DoFn):
         for row in rows:
             self._sink.write_record(writer, row)
         self._sink.close(writer)
-        if FileSystems.exists(final):  # a re-run or a retried bundle: the new file replaces it
-            FileSystems.delete([final])
+        # A file of a re-run or a retried bundle is replaced (rename overwrites, locally and in blobs).
         FileSystems.rename([temp], [final])
         yield final
 

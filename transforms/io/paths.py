@@ -73,6 +73,17 @@ def dirname(path: str) -> str:
     return posixpath.dirname(path) if "/" in path else "."
 
 
+def blob_folder(prefix: str) -> str:
+    """The glob listing the folder an output prefix writes to (above any path pattern token).
+
+    >>> blob_folder("azfs://acct/c1/out/{date}/scored")
+    'azfs://acct/c1/out/*'
+    """
+    head = prefix.split("{", 1)[0]
+    folder = head.rstrip("/") if head.endswith("/") else dirname(head)
+    return folder + "/*"
+
+
 def join(folder: str, name: str) -> str:
     return folder.rstrip("/") + "/" + name if is_url(folder) else posixpath.join(folder, name)
 
