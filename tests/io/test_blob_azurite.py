@@ -317,3 +317,25 @@ outputs:
             proc.kill()
     assert sorted(r["id"] for r in get_rows(blobs, "out/", "json")) == [0, 1, 2]
     assert "read     input: 3 rows" in stdout
+
+
+def test_a_sas_token_from_the_environment_reads_and_writes(blobs, azurite, tmp_path):
+    from azure.storage.blob import ContainerSasPermissions, generate_container_sas
+
+    c = blobs.container_name
+    put(blobs, "in/a.csv", b"id,name\n1,a\n")
+    sas = generate_container_sas(ACCOUNT, c, account_key=KEY, permission=ContainerSasPermissions(
+        read=True, write=True, delete=True, list=True, add=True, create=True),
+        expiry=dt.datetime.now(UTC) + dt.timedelta(hours=1))
+    job = write_job(tmp_path, f"""
+query: SELECT name INTO out FROM input
+inputs:
+  input: {{path: "azfs://{ACCOUNT}/{c}/in/*.csv"}}
+outputs:
+  out: {{path: "azfs://{ACCOUNT}/{c}/out/rows", format: parquet}}
+""")
+    env = {**_env(azurite), blob_module.KEY: "", blob_module.SAS_TOKEN: sas}
+    done = run_cli("run", str(job), env=env)
+    assert done.returncode == 0, done.stderr
+    assert get_rows(blobs, "out/rows", "parquet") == [{"name": "a"}]
+    assert sas not in done.stdout + done.stderr

@@ -163,3 +163,36 @@ def test_partitioned_output_in_other_formats_reads_back(tmp_path, fmt):
     assert sorted(str(f.relative_to(out_dir)) for f in out_dir.rglob("*") if f.is_file()) == [
         f"p/rows-00000-of-00001.{fmt}", f"q/rows-00000-of-00001.{fmt}"]
     assert read_output(out_dir / "q" / "rows", fmt) == [{"id": "2" if fmt == "csv" else 2, "k": "q"}]
+
+
+def test_redact_removes_keys_sas_tokens_and_their_signatures(monkeypatch):
+    from transforms.io import blob
+
+    key = "c2VjcmV0S2V5c2VjcmV0S2V5c2VjcmV0S2V5=="
+    sas = "sv=2023-01-03&sp=rl&sig=ab%2Bcd%3D"
+    monkeypatch.setenv(blob.CONNECTION_STRING, f"AccountName=acct;AccountKey={key};BlobEndpoint=http://x;")
+    monkeypatch.setenv(blob.SAS_TOKEN, sas)
+    text = blob.redact(f"failed with key {key} or ?{sas} (signature ab+cd=)")
+    assert key not in text and "ab%2Bcd%3D" not in text and "ab+cd=" not in text
+    assert text.startswith("failed with key *** or ?***")
+
+
+def test_account_credentials_build_a_connection_string(monkeypatch):
+    from transforms.io import blob
+
+    monkeypatch.setenv(blob.CONNECTION_STRING, "")
+    monkeypatch.setenv(blob.ACCOUNT, "acct")
+    monkeypatch.setenv(blob.KEY, "a2V5")
+    monkeypatch.delenv(blob.BLOB_ENDPOINT, raising=False)
+    blob.use_environment_credentials()
+    assert os.environ[blob.CONNECTION_STRING] == (
+        "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=a2V5;"
+        "BlobEndpoint=https://acct.blob.core.windows.net;")
+
+
+def test_a_blob_path_of_another_account_than_the_credentials_is_an_error(monkeypatch):
+    from transforms.io import blob
+
+    monkeypatch.setenv(blob.CONNECTION_STRING, "AccountName=acct;AccountKey=a2V5;BlobEndpoint=http://127.0.0.1:9;")
+    with pytest.raises(blob.BlobAccessError, match="account 'other' but the credentials are for 'acct'"):
+        blob.check_access("azfs://other/c1/in/*.json", "input 'x'", must_match=True)
