@@ -56,6 +56,7 @@ from apache_beam.coders import StrUtf8Coder
 from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.io.textio import _TextSource
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.pvalue import TaggedOutput
@@ -127,15 +128,13 @@ class ReadRows(beam.PTransform):
                 | "Parse" >> beam.ParDo(self._file_reader()).with_outputs(FAILED, main=ROWS)
             )
             return {ROWS: parsed[ROWS], FAILED: parsed[FAILED]}
-        matched = _match_files(self._glob, f"input '{self._name}'", self._validate)
+        _match_files(self._glob, f"input '{self._name}'", self._validate)
         # ReadFromText splits files but is a splittable DoFn, which Beam's local streaming runner
         # cannot run: a bounded read (reference data) in a streaming pipeline reads whole files.
         if self._format == "json" and not pbegin.pipeline.options.view_as(StandardOptions).streaming:
-            # With each line's file name, so that its rows get the file's last-modified time.
-            lines = pbegin | "ReadLines" >> beam.io.ReadFromTextWithFilename(
-                self._glob, coder=_LineCoder(), validate=False)
-            times = {m.path: m.last_updated_in_seconds for m in matched}
-            parsed = lines | "ParseJson" >> beam.ParDo(_ParseFileJsonLines(self._name, times)).with_outputs(
+            # Lines carry their file's last-modified time; the rows parsed from them inherit it.
+            lines = pbegin | "ReadLines" >> _ReadTimedText(self._glob, coder=_LineCoder(), validate=False)
+            parsed = lines | "ParseJson" >> beam.ParDo(_ParseJsonLines(self._name)).with_outputs(
                 FAILED, main=ROWS)
         else:
             parsed = (
@@ -266,32 +265,24 @@ def file_timestamp(last_updated_in_seconds: float | None) -> Timestamp | None:
     return Timestamp.of(last_updated_in_seconds)
 
 
-class _ParseFileJsonLines(_ParseJsonLines):
-    """``(file name, line)`` → the line's row stamped with the file's last-modified time."""
+class _TimedTextSource(_TextSource):
+    """Beam's text source whose lines carry their file's last-modified time as timestamp."""
 
-    def __init__(self, step: str, times: dict[str, float]):
-        super().__init__(step)
-        self._times = times
-        self._file = None
-        self._time = None
+    def read_records(self, file_name, range_tracker):
+        try:
+            ts = file_timestamp(FileSystems.last_updated(file_name))  # once per file (or split of it)
+        except Exception:  # noqa: BLE001 - a filesystem that does not tell: the runner's default time
+            ts = None
+        records = super().read_records(file_name, range_tracker)
+        if ts is None:
+            yield from records
+        else:
+            for line in records:
+                yield TimestampedValue(line, ts)
 
-    def process(self, element):
-        name, line = element
-        if name != self._file:  # lines come file by file: one lookup per file and bundle
-            self._file = name
-            seconds = self._times.get(name)
-            if seconds is None:  # a file that appeared after the pipeline was built
-                try:
-                    seconds = FileSystems.last_updated(name)
-                except Exception:  # noqa: BLE001 - unknown time: the runner's default timestamp
-                    seconds = None
-            self._time = file_timestamp(seconds)
-        out = super().process(line)
-        if self._time is None or not out:
-            return out
-        ts = self._time
-        return [TimestampedValue(x, ts) if type(x) is dict else x for x in out]
 
+class _ReadTimedText(beam.io.ReadFromText):
+    _source_class = _TimedTextSource
 
 class _FileReader(beam.DoFn):
     """Base of the per-file readers: opens the file, counts rows, closes everything."""
