@@ -77,23 +77,33 @@ class Job:
         return self._plan
 
     def sample_rows(self, n: int) -> list[dict]:
-        """Up to ``n`` rows of the first input, read directly (for ``tune-batch``)."""
-        import glob
+        """Up to ``n`` rows of the first input, read directly (for ``tune-batch``); local files or blobs."""
         import gzip
+        import io
         import itertools
         import json
 
+        from apache_beam.io.filesystem import CompressionTypes
+        from apache_beam.io.filesystems import FileSystems
+
         spec = next(iter(self.inputs.values()))
+        if spec.path.startswith("azfs://"):
+            from transforms.io.blob import check_access
+
+            matched = check_access(spec.path, f"input '{spec.name}'", must_match=False)
+        else:
+            matched = FileSystems.match([spec.path])[0].metadata_list
         rows: list[dict] = []
-        for path in sorted(glob.glob(spec.path)):
+        for path in sorted(m.path for m in matched):
             if len(rows) >= n:
                 break
             want = n - len(rows)
-            if spec.format in ("json", "csv"):
-                opener = gzip.open if path.endswith(".gz") else open
-                with opener(path, "rt", encoding="utf-8", newline="") as f:
+            raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+            with gzip.GzipFile(fileobj=raw) if path.lower().endswith(".gz") else raw as f:
+                if spec.format in ("json", "csv"):
+                    text = io.TextIOWrapper(f, encoding="utf-8-sig", newline="")
                     if spec.format == "json":
-                        for line in itertools.islice((ln for ln in f if ln.strip()), want):
+                        for line in itertools.islice((ln for ln in text if ln.strip()), want):
                             try:
                                 row = json.loads(line)
                             except ValueError:
@@ -103,18 +113,17 @@ class Job:
                     else:
                         import csv
 
-                        rows += list(itertools.islice(csv.DictReader(f), want))
-            elif spec.format == "avro":
-                import fastavro
+                        rows += list(itertools.islice(csv.DictReader(text), want))
+                elif spec.format == "avro":
+                    import fastavro
 
-                with open(path, "rb") as f:
                     rows += list(itertools.islice(fastavro.reader(f), want))
-            else:
-                import pyarrow.parquet as pq
+                else:
+                    import pyarrow.parquet as pq
 
-                for batch in pq.ParquetFile(path).iter_batches(batch_size=want):
-                    rows += batch.to_pylist()[: n - len(rows)]
-                    break
+                    for batch in pq.ParquetFile(io.BytesIO(f.read())).iter_batches(batch_size=want):
+                        rows += batch.to_pylist()[: n - len(rows)]
+                        break
         return rows
 
     def check(self) -> Plan:

@@ -339,3 +339,17 @@ outputs:
     assert done.returncode == 0, done.stderr
     assert get_rows(blobs, "out/rows", "parquet") == [{"name": "a"}]
     assert sas not in done.stdout + done.stderr
+
+
+def test_tune_batch_samples_rows_from_a_blob(blobs, tmp_path):
+    from pipelines.job import load_job
+
+    put(blobs, "in/a.json.gz", gzip.compress(b'{"id": 1}\n\n{"id": 2}\n{"id": 3}\n'))
+    job = write_job(tmp_path, f"""
+query: SELECT * INTO out FROM input
+inputs:
+  input: {{path: "azfs://{ACCOUNT}/{blobs.container_name}/in/*.json.gz"}}
+outputs:
+  out: {{path: out/rows}}
+""")
+    assert load_job(job).sample_rows(2) == [{"id": 1}, {"id": 2}]
