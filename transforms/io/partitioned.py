@@ -32,7 +32,17 @@ from transforms.io.paths import OutputPattern
 class WritePartitionedFiles(beam.PTransform):
     """Rows → files under the folders ``pattern`` resolves for each row; returns the file names.
 
-    ``sink`` is a ``WriteRows`` row sink (it opens, writes and closes one file of the format).
+    ``sink`` is a ``WriteRows`` row sink (it opens, writes and closes one file of the format);
+    ``WriteRows`` builds this transform when its prefix holds a path pattern token:
+
+    >>> import apache_beam as beam, os, tempfile
+    >>> from transforms.io import WriteRows
+    >>> d = tempfile.mkdtemp()
+    >>> with beam.Pipeline(runner="DirectRunner") as p:
+    ...     _ = (p | beam.Create([{"id": 1, "kind": "a"}, {"id": 2, "kind": "b"}])
+    ...          | WriteRows(d + "/{kind}/rows", "json"))
+    >>> sorted(os.listdir(d + "/a")), open(d + "/b/rows-00000-of-00001.json").read()
+    (['rows-00000-of-00001.json'], '{"id":2,"kind":"b"}\\n')
     """
 
     def __init__(self, sink, pattern: OutputPattern):

@@ -77,6 +77,8 @@ _loads = json.loads
 class ReadRows(beam.PTransform):
     """Reads the files matching a glob → ``{"rows": PCollection[dict], "failed": PCollection[DeadLetter]}``.
 
+    The glob may name Azure blobs (``azfs://account/container/*.json``; see ``transforms.io.blob``
+    for credentials). Rows carry their file's last-modified time (see the module docstring).
     ``format`` defaults to the one the glob's extension names (``format_from_path``).
     ``name`` names the input in dead letters (``step``), counters and the transform label.
     ``delimiter`` is the CSV field separator. With ``validate`` (the default) a glob matching
