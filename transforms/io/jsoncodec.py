@@ -4,11 +4,13 @@ The reference semantics are those of Python's ``json`` module (``json.loads`` on
 decoded as UTF-8; ``json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))`` with
 datetimes as ISO 8601 UTC ``Z``, see ``deadletter.json_default``), plus the project's rules:
 
-* **Reading** (``parse_row``): a leading BOM is dropped; a line that is not UTF-8, not JSON,
-  not a JSON object, or nested deeper than ``MAX_DEPTH`` levels is a ``BadLine`` (the reader
-  makes it a ``malformed_json`` dead letter). ``NaN``, ``Infinity``, ``-Infinity`` and numbers
-  beyond double range (``1e999``) are read as floats, as Json.NET (ASA's parser) reads them;
-  integers keep every digit (beyond int64 and 2^53) up to Python's 4300-digit limit.
+* **Reading** (``parse_row``): a leading BOM is dropped; an escaped lone UTF-16 surrogate
+  (``"\\ud800"``) becomes U+FFFD (Beam's coders cannot carry it, UTF-8 cannot hold it); a line
+  that is not UTF-8, not JSON, not a JSON object, or nested deeper than ``MAX_DEPTH`` levels is
+  a ``BadLine`` (the reader makes it a ``malformed_json`` dead letter). ``NaN``, ``Infinity``,
+  ``-Infinity`` and numbers beyond double range (``1e999``) are read as floats, as Json.NET
+  (ASA's parser) reads them; integers keep every digit (beyond int64 and 2^53) up to Python's
+  4300-digit limit.
 * **Writing** (``encode``): non-finite floats are written as ``null`` (no output is ever
   invalid JSON); a lone UTF-16 surrogate in a string (``"\\ud800"`` in the input) is written
   as U+FFFD, as .NET's UTF-8 encoder does, since UTF-8 cannot hold it.
@@ -108,7 +110,23 @@ def parse_row_stdlib(line: bytes | str) -> dict | None:
         raise BadLine(f"expected a JSON object, got {_json_kind(row)}")
     if too_deep(row):
         raise BadLine(_TOO_DEEP)
+    if "\\u" in text:  # an escaped lone surrogate ("\ud800") cannot cross a Beam coder: U+FFFD
+        row = _no_lone_surrogates(row)
     return row
+
+
+def _no_lone_surrogates(value: Any) -> Any:
+    if type(value) is str:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+        return value
+    if type(value) is dict:
+        return {_no_lone_surrogates(k): _no_lone_surrogates(v) for k, v in value.items()}
+    if type(value) is list:
+        return [_no_lone_surrogates(v) for v in value]
+    return value
 
 
 _TOO_DEEP = f"nested deeper than {MAX_DEPTH} levels of objects and arrays"
