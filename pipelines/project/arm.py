@@ -85,8 +85,7 @@ def resolve(value: Any, params: Mapping[str, Any], where: Path) -> Any:
         if m:
             key = {k.lower(): k for k in params}.get(m.group(1).lower())
             if key is None:
-                raise ProjectError(f"{where}: parameter '{m.group(1)}' has no value (no parameters file entry "
-                                   "and no defaultValue)")
+                raise ProjectError(f"{where}: parameter '{m.group(1)}' is not declared in the template's parameters")
             return resolve(params[key], params, where)
         return value
     if isinstance(value, Mapping):
@@ -99,8 +98,8 @@ def resolve(value: Any, params: Mapping[str, Any], where: Path) -> Any:
 def _parameters(template: Mapping, template_path: Path, parameters: Path | None) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for name, spec in (Keys(template).get("parameters") or {}).items():
-        if isinstance(spec, Mapping) and "defaultValue" in Keys(spec):
-            values[name] = Keys(spec).get("defaultValue")
+        # Declared without a value (secrets are null in exported parameter files): null.
+        values[name] = Keys(spec).get("defaultValue") if isinstance(spec, Mapping) else None
     if parameters is not None:
         doc = read_json(parameters)
         entries = Keys(doc).get("parameters") if isinstance(doc, Mapping) else None

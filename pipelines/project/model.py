@@ -130,8 +130,8 @@ def query_names(query: str) -> tuple[list[str], list[str]]:
         if name.lower() not in {n.lower() for n in names}:
             names.append(name)
 
+    steps = {s.name.lower() for statement in script.statements for s in statement.steps}
     for statement in script.statements:
-        steps = {s.name.lower() for s in statement.steps}
         queries = [s.query for s in statement.steps] + [statement.query]
         for q in queries:
             for select in (q.parts if isinstance(q, ast.Union) else (q,)):
@@ -152,13 +152,15 @@ def _pairs(pairs: list[str] | tuple[str, ...], flag: str) -> dict[str, str]:
     return out
 
 
-def _how_to_give(decl: InputDecl, source: Path) -> str:
+def _how_to_give(decl: InputDecl, source: Path, kind: str) -> str:
     role = "reference data" if decl.reference else "stream"
     what = (f"{decl.live_kind} {role}, declared in {decl.declared_in or source}" if decl.live_kind
             else f"read by the query in {decl.declared_in or source}, declared nowhere else")
     return (f"input '{decl.name}' ({what}) has no local data: "
-            f"give a file with --input {decl.name}=PATH (JSON array or lines, CSV, Avro, Parquet), or add a "
-            f"local input to the project (Inputs/Local_{decl.name}.json with ScriptType InputMock and FilePath)")
+            f"give a file with --input {decl.name}=PATH (JSON array or lines, CSV, Avro, Parquet)"
+            + (", or test it with asa-beam test and a testConfig.json (--config)" if kind == "arm" else
+               f", or add a local input to the project (Inputs/Local_{decl.name}.json with ScriptType "
+               "InputMock and FilePath)"))
 
 
 def to_translation(project: Project, inputs: list[str] | tuple[str, ...] = (),
@@ -185,7 +187,7 @@ def to_translation(project: Project, inputs: list[str] | tuple[str, ...] = (),
         if local is None and decl.local is not None:
             local = str(decl.local)
         if local is None:
-            unavailable[decl.name] = _how_to_give(decl, project.source)
+            unavailable[decl.name] = _how_to_give(decl, project.source, project.kind)
             doc_inputs[decl.name] = {"path": str(project.base_dir / f"{decl.name}.unavailable"), "format": "json"}
             continue
         if fmt == "customclr" or (fmt is None and decl.custom_deserializer and not in_over.get(decl.name.lower())):
