@@ -230,7 +230,8 @@ def apply_mock(project: Project, keys: Keys, file: Path) -> None:
     ser = keys.sub("Serialization")
     fmt = data_format(keys.get("Format") or ser.get("Type"), file, f"local input '{name}'")
     if fmt == "customclr":
-        decl.custom_deserializer = str(keys.get("SerializationClassName", "SerializationDllPath") or file.name)
+        decl.custom_deserializer = str(keys.get("SerializationClassName", "SerializationDllPath")
+                                       or ser.get("SerializationClassName", "SerializationDllPath") or file.name)
         decl.format = "customclr"
     else:
         decl.format = fmt or decl.format
