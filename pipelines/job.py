@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from transforms.errors import JobConfigError
+from transforms.errors import JobConfigError, QueryError
 from transforms.functions.registry import FunctionRegistry
 from transforms.operators.compile import EventOrdering
 from transforms.query.lower import lower
@@ -57,6 +57,7 @@ class Job:
     settings: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     unavailable: dict[str, str] = field(default_factory=dict)
+    query_origin: str | None = None  # where an inline query came from (an ARM template), for errors
     _functions: FunctionRegistry | None = None
     _plan: Plan | None = None
 
@@ -73,7 +74,14 @@ class Job:
         """Parse and bind the query against the declared inputs, outputs and functions."""
         if self._plan is None:
             reference = [n for n, s in self.inputs.items() if s.options.get("reference")]
-            self._plan = lower(parse(self.query), self.functions(), self.inputs.keys(), self.outputs.keys(), reference)
+            try:
+                self._plan = lower(parse(self.query), self.functions(), self.inputs.keys(), self.outputs.keys(),
+                                   reference)
+            except QueryError as e:  # name the file the line and column are in
+                origin = self.query_origin or (str(self.query_file) if self.query_file is not None else None)
+                if origin:
+                    e.args = (f"{origin}: {e}",)
+                raise
         return self._plan
 
     def sample_rows(self, n: int) -> list[dict]:
@@ -253,7 +261,8 @@ def function_overrides(functions: Mapping[str, Any], endpoints: Sequence[str], k
 
 def build_job(doc: Any, job_path: Path, inputs: Sequence[str] = (), outputs: Sequence[str] = (),
               function_endpoints: Sequence[str] = (), function_keys: Sequence[str] = (),
-              notes: Sequence[str] = (), unavailable: Mapping[str, str] | None = None) -> Job:
+              notes: Sequence[str] = (), unavailable: Mapping[str, str] | None = None,
+              query_origin: str | None = None) -> Job:
     """A job document (the job.yaml mapping; paths relative to ``job_path``'s folder) → a validated Job.
 
     The project readers (``pipelines.project``) translate ASA projects and ARM templates into
@@ -321,4 +330,4 @@ def build_job(doc: Any, job_path: Path, inputs: Sequence[str] = (), outputs: Seq
             raise JobConfigError(f"job file {path}: {key} must be one of {', '.join(allowed)}, got {value!r}")
         settings[key] = value
     return Job(job_path, query, query_file, ins, outs, dead_letter, dict(functions), event_ordering,
-               settings=settings, notes=list(notes), unavailable=dict(unavailable or {}))
+               settings=settings, notes=list(notes), unavailable=dict(unavailable or {}), query_origin=query_origin)

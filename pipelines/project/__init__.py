@@ -76,7 +76,8 @@ def job_from_translation(t: Translation, function_endpoints: Sequence[str] = (),
 
     # The job's own path is the project file: relative paths in messages are the project's.
     return build_job(t.doc, t.source if t.source.is_file() else t.source / "asaproj.json", (), (),
-                     function_endpoints, function_keys, notes=t.notes, unavailable=t.unavailable)
+                     function_endpoints, function_keys, notes=t.notes, unavailable=t.unavailable,
+                     query_origin=t.query_origin)
 
 
 def load(path: str | Path, *, parameters: str | Path | None = None, inputs: Sequence[str] = (),

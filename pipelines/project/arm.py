@@ -128,7 +128,8 @@ def read_arm(path: Path, parameters: Path | None = None) -> Project:
         raise ProjectError(f"{path}: the job has no transformation query")
     notes: list[str] = []
     query = strip_create_table(query.replace("\r\n", "\n"), notes)
-    project = Project(path, "arm", query, None, event_ordering=dict(ARM_ORDERING), notes=notes)
+    project = Project(path, "arm", query, None, f"{path} (transformation query)",
+                      event_ordering=dict(ARM_ORDERING), notes=notes)
     o = project.event_ordering
     if props.get("eventsLateArrivalMaxDelayInSeconds") is not None:
         o["late_arrival_seconds"] = int(props.get("eventsLateArrivalMaxDelayInSeconds"))

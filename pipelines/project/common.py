@@ -142,3 +142,4 @@ class Translation:
     doc: dict[str, Any]
     notes: list[str] = field(default_factory=list)
     unavailable: dict[str, str] = field(default_factory=dict)
+    query_origin: str | None = None

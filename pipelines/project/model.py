@@ -40,6 +40,7 @@ class InputDecl:
     delimiter: str | None = None
     declared_in: Path | None = None
     custom_deserializer: str | None = None  # CustomClr: what the error names
+    missing: str | None = None          # the local file named does not exist: why (check refuses it if read)
 
 
 @dataclass
@@ -64,6 +65,7 @@ class Project:
     kind: str                           # "vscode" | "vsproj" | "arm"
     query: str
     query_file: Path | None
+    query_origin: str | None = None     # where an inline query is (the template, an edited .asaql), for errors
     event_ordering: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, str] = field(default_factory=dict)
     inputs: dict[str, InputDecl] = field(default_factory=dict)
@@ -185,6 +187,10 @@ def to_translation(project: Project, inputs: list[str] | tuple[str, ...] = (),
         local = in_over.get(decl.name.lower())
         fmt = None if local else decl.format
         if local is None and decl.local is not None:
+            if decl.missing:
+                unavailable[decl.name] = decl.missing
+                doc_inputs[decl.name] = {"path": str(decl.local), "format": "json"}
+                continue
             local = str(decl.local)
         if local is None:
             unavailable[decl.name] = _how_to_give(decl, project.source, project.kind)
@@ -203,8 +209,7 @@ def to_translation(project: Project, inputs: list[str] | tuple[str, ...] = (),
             except ValueError:
                 fmt = decl.format if decl.format not in (None, "customclr") else "json"
         if "://" not in local and not any(c in local for c in "*?[") and not Path(local).exists():
-            raise ProjectError(f"input '{decl.name}': local data file {local} does not exist "
-                               f"(declared in {decl.declared_in or project.source})")
+            raise ProjectError(f"--input {decl.name}: {local} does not exist")
         entry: dict[str, Any] = {"path": local, "format": fmt}
         if decl.reference:
             entry["reference"] = True
@@ -221,6 +226,15 @@ def to_translation(project: Project, inputs: list[str] | tuple[str, ...] = (),
         if name.lower() not in {n.lower() for n in names}:
             names.append(name)
             project.outputs[name] = OutputDecl(name)
+    if not names:  # the query does not parse: its error, with the file, line and column
+        from transforms.errors import QueryError
+        from transforms.query.parser import parse
+
+        try:
+            parse(project.query)
+        except QueryError as e:
+            e.args = (f"{project.query_file or project.query_origin or project.source}: {e}",)
+            raise
     unknown = set(out_over) - {n.lower() for n in names}
     if unknown:
         raise ProjectError(f"--output names unknown output(s): {', '.join(sorted(unknown))} "
@@ -266,4 +280,5 @@ def to_translation(project: Project, inputs: list[str] | tuple[str, ...] = (),
     if project.event_ordering:
         doc["event_ordering"] = dict(project.event_ordering)
     doc.update(project.settings)
-    return Translation(project.source, project.kind, doc, notes, unavailable)
+    origin = None if project.query_file is not None else str(project.query_origin or project.source)
+    return Translation(project.source, project.kind, doc, notes, unavailable, origin)

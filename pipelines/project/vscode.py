@@ -63,11 +63,6 @@ def read_vscode(path: Path) -> Project:
     if not isinstance(doc, dict):
         raise ProjectError(f"{project_file}: expected a JSON object with startFile and configurations")
     proj = Keys(doc)
-    notes: list[str] = []
-    query_file = _query_file(proj, base, project_file)
-    query = strip_create_table(read_text(query_file), notes)
-    project = Project(project_file, "vscode", query, query_file if "CREATE TABLE" not in " ".join(notes) else None,
-                      event_ordering=dict(VSCODE_ORDERING), notes=notes)
     configs = proj.get("configurations") or []
     if not isinstance(configs, list):
         raise ProjectError(f"{project_file}: 'configurations' must be a list")
@@ -77,6 +72,19 @@ def read_vscode(path: Path) -> Project:
         if not c.get("filePath"):
             raise ProjectError(f"{project_file}: configurations[{i}] has no filePath")
         entries.append((local_path(base, c.get("filePath")), str(c.get("subType", default=""))))
+    return build_project(project_file, "vscode", proj.get("startFile", "scriptFile"), entries)
+
+
+def build_project(project_file: Path, kind: str, start: str | None, entries: list[tuple[Path, str]]) -> Project:
+    """The project from its query (``start``) and its configuration files ``(path, subType)``;
+    shared by ``asaproj.json`` and Visual Studio's ``.asaproj`` (an empty list: scan the folders)."""
+    base = project_file.parent
+    notes: list[str] = []
+    query_file = _query_file(start, base, project_file, notes)
+    text = read_text(query_file)
+    query = strip_create_table(text, notes)
+    project = Project(project_file, kind, query, query_file if query == text else None, str(query_file),
+                      event_ordering=dict(VSCODE_ORDERING), notes=notes)
     if not entries:
         entries = _scan(base)
     mocks = []
@@ -122,14 +130,16 @@ def _stem(file: Path) -> str:
     return file.stem
 
 
-def _query_file(proj: Keys, base: Path, project_file: Path) -> Path:
-    start = proj.get("startFile", "scriptFile")
+def _query_file(start: str | None, base: Path, project_file: Path, notes: list[str]) -> Path:
+    found = sorted(base.glob("*.asaql"))
     if start:
         path = local_path(base, start)
-        if not path.is_file():
-            raise ProjectError(f"{project_file}: startFile {path} does not exist")
-        return path
-    found = sorted(base.glob("*.asaql"))
+        if path.is_file():
+            return path
+        if len(found) == 1:  # a renamed query file, the project file not updated (seen in real projects)
+            notes.append(f"startFile {start} does not exist; the project's one query file {found[0].name} is used")
+            return found[0]
+        raise ProjectError(f"{project_file}: startFile {path} does not exist")
     if len(found) != 1:
         raise ProjectError(f"{project_file}: no startFile, and {len(found)} .asaql files in {base}")
     return found[0]
@@ -236,9 +246,9 @@ def apply_mock(project: Project, keys: Keys, file: Path) -> None:
     else:
         decl.format = fmt or decl.format
     decl.delimiter = delimiter_of(ser.get("FieldDelimiter")) or decl.delimiter
-    if not decl.local.exists():
-        raise ProjectError(f"{file}: local input '{name}': FilePath {keys.get('FilePath')} → {decl.local} "
-                           "does not exist (FilePath is relative to the folder of this file)")
+    decl.missing = None if decl.local.exists() else (
+        f"local input '{name}' ({file}): FilePath {keys.get('FilePath')} → {decl.local} does not exist "
+        f"(FilePath is relative to the folder of that file); give the data with --input {name}=PATH")
 
 
 def _output(project: Project, keys: Keys, file: Path) -> None:

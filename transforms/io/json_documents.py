@@ -45,7 +45,8 @@ def iter_documents(text: str) -> Iterator[tuple[bool, Any]]:
         try:
             value, after = _DECODER.raw_decode(text, pos)
         except json.JSONDecodeError as e:
-            stop = text.find("\n", max(e.pos, pos) + 1 if e.pos > pos else pos)
+            # Resume at the next line: one bad line of a JSON lines file costs that line only.
+            stop = text.find("\n", pos)
             stop = end if stop < 0 else stop
             yield False, (text[pos:stop].strip(), f"not valid JSON: {e.msg} (character {e.pos + 1})")
             pos, first = stop, False
