@@ -150,7 +150,10 @@ def read_arm(path: Path, parameters: Path | None = None) -> Project:
         for kind in children:
             if rtype == f"{JOB_TYPE}/{kind}":
                 item = dict(resolve(r, params, path))
-                item["name"] = str(Keys(item).get("name", default="")).split("/")[-1]
+                name = str(Keys(item).get("name", default=""))
+                # "[concat(parameters('job'), '/score')]" or "job/score": the child's own name is last
+                literal = re.search(r"'/([^']+)'\s*\)\s*\]$", name)
+                item["name"] = literal.group(1) if literal else name.split("/")[-1]
                 children[kind].append(item)
     for item in children["inputs"]:
         _input(project, Keys(item), path)

@@ -106,7 +106,7 @@ def local_path(base: Path, given: str) -> Path:
         return base / PureWindowsPath(text).name
     text = text.replace("\\", "/")
     path = Path(os.path.expanduser(text))
-    return path if path.is_absolute() else base / path
+    return Path(os.path.normpath(path if path.is_absolute() else base / path))
 
 
 def lower_word(value: Any) -> str:

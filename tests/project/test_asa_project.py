@@ -243,3 +243,50 @@ def test_unknown_path_kind_is_a_clear_error(tmp_path, capsys):
     write(tmp_path / "bad" / "asaproj.json", '{"name": "x", "startFile": "q.asaql",\n "configurations": [}')
     assert main(["check", str(tmp_path / "bad")]) == 2
     assert "asaproj.json: not valid JSON at line 2" in capsys.readouterr().err
+
+
+def test_declared_serialization_is_used_for_an_output_path_without_extension(tmp_path):
+    project = sensor_array_project(tmp_path / "p")
+    write(project / "Outputs" / "output.json", {"Name": "output", "DataSourceType": "Blob Storage",
+                                                "Serialization": {"Type": "Csv", "Encoding": "UTF8",
+                                                                  "FieldDelimiter": ","},
+                                                "ScriptType": "Output"})
+    doc = json.loads((project / "asaproj.json").read_text())
+    doc["configurations"].append({"filePath": "Outputs/output.json", "subType": "Output"})
+    (project / "asaproj.json").write_text(json.dumps(doc))
+    assert load(project, outputs=[f"output={tmp_path / 'o'}"]).outputs["output"].format == "csv"
+    assert load(project, outputs=[f"output={tmp_path / 'o.json'}"]).outputs["output"].format == "json"
+    assert load(project).outputs["output"].format == "json"  # ASA's local run: JSON lines whatever declared
+
+
+def test_a_key_in_a_project_file_never_reaches_a_job_file_or_the_console(tmp_path, capsys):
+    project = sensor_array_project(tmp_path / "p")
+    secret = "k3y-from-a-careless-export"
+    write(project / "Functions" / "score.json", {"Name": "score", "Type": "Scalar", "ScriptType": "MLFunction",
+                                                 "Endpoint": "http://127.0.0.1:9/score", "ApiKey": secret})
+    doc = json.loads((project / "asaproj.json").read_text())
+    doc["configurations"].append({"filePath": "Functions/score.json", "subType": "MLFunction"})
+    (project / "asaproj.json").write_text(json.dumps(doc))
+    job_file = tmp_path / "job.yaml"
+    assert main(["import", str(project), "-o", str(job_file)]) == 0
+    printed = capsys.readouterr()
+    assert "the key in the file is not used" in printed.out and "--function-key score=ENV_VAR" in printed.out
+    assert secret not in job_file.read_text() and secret not in printed.out + printed.err
+    assert "endpoint: http://127.0.0.1:9/score" in job_file.read_text()
+
+
+def test_arm_child_resources_and_concat_names(tmp_path):
+    template = arm_template(tmp_path)
+    doc = json.loads(template.read_text())
+    job = doc["resources"][0]
+    functions = job["properties"].pop("functions")
+    for fn in functions:  # the same functions as separate resources, named as exports name them
+        doc["resources"].append({"type": "Microsoft.StreamAnalytics/streamingjobs/functions",
+                                 "apiVersion": "2021-10-01-preview",
+                                 "name": f"[concat(parameters('StreamAnalyticsJobName'), '/{fn['name']}')]",
+                                 "properties": fn["properties"]})
+    template.write_text(json.dumps(doc))
+    write(tmp_path / "trips.json", "[]")
+    loaded = load(template, inputs=[f"trips={tmp_path / 'trips.json'}"])
+    assert sorted(loaded.functions_config) == ["createArray", "score"]
+    assert loaded.functions_config["score"]["endpoint"] == "https://example.invalid/score"
