@@ -48,6 +48,8 @@ def kind_of(path: Path) -> str:
 def read_project(path: str | Path, parameters: str | Path | None = None) -> Project:
     path = Path(path).absolute()
     kind = kind_of(path)
+    if parameters is not None and kind != "arm":
+        raise ProjectError("--parameters is for ARM templates")
     if kind == "vscode":
         from pipelines.project.vscode import read_vscode
 

@@ -111,6 +111,11 @@ def read_config(config: Path) -> tuple[str | None, list[TestCase]]:
             raise ProjectError(f"{config}: two test cases are named '{name}'")
         names.add(name.lower())
         inputs = [(Keys(x), config) for x in case.get("Inputs") or [] if isinstance(x, dict)]
+        for keys, _ in inputs:  # every file before any case runs
+            path = keys.get("FilePath")
+            if not path or not local_path(config.parent, path).exists():
+                raise ProjectError(f"{config}: test case '{name}', input '{keys.get('InputAlias', 'Name')}': "
+                                   f"FilePath {path} does not exist (relative to {config.parent})")
         expected = []
         for j, e in enumerate(case.get("ExpectedOutputs") or []):
             e = Keys(e if isinstance(e, dict) else {})
@@ -118,6 +123,9 @@ def read_config(config: Path) -> tuple[str | None, list[TestCase]]:
             if not alias or not path:
                 raise ProjectError(f"{config}: test case '{name}', ExpectedOutputs[{j}] needs OutputAlias and FilePath")
             target = None if str(path).strip() == DEV_NULL else local_path(config.parent, path)
+            if target is not None and not target.is_file():
+                raise ProjectError(f"{config}: test case '{name}', output '{alias}': expected output file "
+                                   f"{target} does not exist")
             ignore = e.get("IgnoreFields") or []
             if isinstance(ignore, str):
                 ignore = [ignore]

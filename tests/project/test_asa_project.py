@@ -290,3 +290,14 @@ def test_arm_child_resources_and_concat_names(tmp_path):
     loaded = load(template, inputs=[f"trips={tmp_path / 'trips.json'}"])
     assert sorted(loaded.functions_config) == ["createArray", "score"]
     assert loaded.functions_config["score"]["endpoint"] == "https://example.invalid/score"
+
+
+def test_test_config_files_are_checked_before_any_case_runs(tmp_path, capsys):
+    project = dataops_project(tmp_path / "p")
+    config = project / "test" / "testConfig.json"
+    config.write_text(config.read_text().replace('"equal.json"', '"gone.json"'))
+    out = tmp_path / "r"
+    assert main(["test", str(project), "--output-dir", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert "temperature_equal_to_27_degrees" in captured.err and "gone.json does not exist" in captured.err
+    assert "PASS" not in captured.out and not out.exists()
