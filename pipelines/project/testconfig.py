@@ -77,7 +77,8 @@ class CaseResult:
     missing: list[dict] = field(default_factory=list)
     unexpected: list[dict] = field(default_factory=list)
     unrequired: list[dict] = field(default_factory=list)
-    dead_letters: int = 0
+    dead_letters: dict[str, int] = field(default_factory=dict)  # reason → rows
+    dead_letter_path: str | None = None
 
     @property
     def passed(self) -> bool:
@@ -86,7 +87,9 @@ class CaseResult:
     def to_json(self) -> dict[str, Any]:
         return {"Name": self.name, "Status": 0 if self.passed else 1, "Time": round(self.seconds, 3),
                 "OutputMatched": self.matched, "OutputNotEqual": self.not_equal, "OutputMissing": self.missing,
-                "OutputUnexpected": self.unexpected, "OutputUnrequired": self.unrequired}
+                "OutputUnexpected": self.unexpected, "OutputUnrequired": self.unrequired,
+                "DeadLetters": {"Rows": sum(self.dead_letters.values()), "ByReason": self.dead_letters,
+                                "Path": self.dead_letter_path}}
 
 
 def _required(value: Any) -> bool:
@@ -175,7 +178,8 @@ def run_case(project: Project, case: TestCase, out_dir: Path, function_endpoints
     job = job_from_translation(t, function_endpoints, function_keys)
     job.check()
     summary = run_job(job, [])
-    result = CaseResult(case.name, dead_letters=sum(summary.prefixed("dead_letter.").values()))
+    result = CaseResult(case.name, dead_letters={k: v for k, v in summary.prefixed("dead_letter.").items() if v},
+                        dead_letter_path=job.dead_letter.path + "-*")
     written = {n.lower(): n for n in job.plan().output_names()}
     listed = set()
     for e in case.expected:
@@ -210,7 +214,10 @@ def _row(row: dict) -> str:
 
 def describe(result: CaseResult) -> list[str]:
     """The lines printed for one case: PASS/FAIL, and for a failure every differing output and rows."""
-    extra = f"; {result.dead_letters} row(s) dead-lettered" if result.dead_letters else ""
+    dead = result.dead_letters
+    extra = (f"; {sum(dead.values())} row(s) dead-lettered ("
+             + ", ".join(f"{reason}: {n}" for reason, n in sorted(dead.items()))
+             + f") -> {result.dead_letter_path}") if dead else ""
     if result.passed:
         return [f"PASS  {result.name}: {len(result.matched)} output(s) matched ({result.seconds:.1f} s){extra}"]
     lines = [f"FAIL  {result.name} ({result.seconds:.1f} s){extra}"]

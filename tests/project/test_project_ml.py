@@ -91,3 +91,34 @@ def test_committed_expected_outputs_are_the_models_predictions():
     assert [r["predictedFare"] for r in committed] == pytest.approx([r["predictedFare"] for r in scored])
     long_committed = json.loads((taxi_project.PROJECT / "test" / "all_trips_longTrips.json").read_text())
     assert [r["tripid"] for r in long_committed] == [r["tripid"] for r in long_trips]
+
+
+def test_wrong_key_stops_asa_beam_test_with_exit_3_and_no_key_shown(fake_endpoint, tmp_path, capsys, monkeypatch):
+    endpoint = fake_endpoint("arrays", key="right-key-123")  # fault-injecting server: 401 without this key
+    template = arm_template(tmp_path)
+    write(tmp_path / "t" / "trips.json", [{"tripid": 1, "vendorid": 2, "weekday": 3, "pickuphour": 10,
+                                           "passenger": 1, "distance": 2.5}])
+    # The fake endpoint (numbers only) answers the sum of a row's numbers: 2 + 3 + 10 + 1 + 2.5.
+    write(tmp_path / "t" / "scored.json", [{"tripid": 1, "fare": 18.5}])
+    config = write(tmp_path / "t" / "testConfig.json", {"TestCases": [{
+        "Name": "one trip", "Inputs": [{"InputAlias": "trips", "FilePath": "trips.json"}],
+        "ExpectedOutputs": [{"OutputAlias": "scored", "FilePath": "scored.json"}]}]})
+    args = ["test", str(template), "--config", str(config), "--function-endpoint", f"score={endpoint.url}",
+            "--function-key", "score=SCORE_KEY", "--output-dir", str(tmp_path / "r")]
+    monkeypatch.setenv("SCORE_KEY", "wrong-key-456")
+    assert main(args) == 3
+    captured = capsys.readouterr()
+    assert "function 'score'" in captured.err and endpoint.url.rsplit("/", 1)[0] in captured.err
+    for text in (captured.out, captured.err):
+        assert "wrong-key-456" not in text and "right-key-123" not in text
+    monkeypatch.setenv("SCORE_KEY", "right-key-123")
+    assert main(args) == 0
+    assert "PASS  one trip" in capsys.readouterr().out
+    # A row the endpoint's schema refuses is a dead letter, and the failing case says where it went.
+    write(tmp_path / "t" / "trips.json", [{"tripid": 1, "vendorid": 2, "weekday": "Monday", "pickuphour": 10,
+                                           "passenger": 1, "distance": 2.5}])
+    assert main(args) == 1
+    printed = capsys.readouterr().out
+    assert "FAIL  one trip" in printed and "1 row(s) dead-lettered (schema_mismatch: 1)" in printed
+    summary = json.loads((tmp_path / "r" / "testResultSummary.json").read_text())
+    assert summary["Results"][0]["DeadLetters"]["ByReason"] == {"schema_mismatch": 1}
