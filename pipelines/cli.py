@@ -150,6 +150,8 @@ def _explain(args: argparse.Namespace) -> int:
 
     job = _load(args)
     job.check()
+    for note in job.notes:
+        print(f"note: {note}")
     print(describe_pipeline(job))
     return 0
 

@@ -159,3 +159,19 @@ def test_javascript_uda_project(tmp_path):
     assert main(["run", str(root), "--output", f"output={tmp_path / 'o'}"]) == 0
     # By hand: window [0 s, 10 s): a → 1 + 4 = 5, b → 9; window [10 s, 20 s): a → 16.
     assert sorted((r["device"], r["s"]) for r in rows_of(tmp_path / "o")) == [("a", 5), ("a", 16), ("b", 9)]
+
+
+def test_leniency_helpers(tmp_path):
+    from pipelines.project.common import ProjectError, as_int, is_secret, local_path, read_json
+
+    assert as_int("3", "StreamingUnits", tmp_path) == 3 and as_int(6, "StreamingUnits", tmp_path) == 6
+    assert as_int("1/3", "StreamingUnits", tmp_path) is None  # fractional SU of StandardV2
+    with pytest.raises(ProjectError, match="StreamingUnits must be a whole number"):
+        as_int("three", "StreamingUnits", tmp_path)
+    assert [is_secret(v) for v in (None, "", "********", "abc")] == [False, False, False, True]
+    assert local_path(tmp_path / "Inputs", "..\\Data\\x.json") == tmp_path / "Data" / "x.json"
+    # a Windows drive path cannot exist here: its file name is looked up beside the declaring file
+    assert local_path(tmp_path / "Inputs", "D:\\CODE\\asa\\x.json") == tmp_path / "Inputs" / "x.json"
+    f = write(tmp_path / "c.json", '{\r\n  "a": 1,\r\n  "b": [\r\n}', bom=True)
+    with pytest.raises(ProjectError, match=r"c.json: not valid JSON at line 4, column 1"):
+        read_json(f)
