@@ -9,8 +9,14 @@
       output: {path: out/scored, format: json}         # a prefix: <prefix>-00000-of-0000N.<ext>
     functions: {}
     dead_letter: {path: out/failed, format: json}      # optional; default <first output dir>/dead_letter
+    compatibility_level: "1.2"    # optional ASA job settings, kept and shown (asa-beam implements 1.2)
+    data_locale: en-US
+    output_error_policy: stop
 
-Paths are relative to the job file. ``--input NAME=PATH`` / ``--output NAME=PATH`` override them.
+Paths are relative to the job file. ``--input NAME=PATH`` / ``--output NAME=PATH`` override them;
+``--function-endpoint NAME=URL`` / ``--function-key NAME=ENV_VAR`` an Azure ML function's endpoint
+and the variable holding its key. ASA projects and ARM templates become the same ``Job``
+(``build_job``; ``pipelines.project``).
 """
 
 from __future__ import annotations
@@ -310,8 +316,9 @@ def build_job(doc: Any, job_path: Path, inputs: Sequence[str] = (), outputs: Seq
     functions = doc.get("functions") or {}
     if not isinstance(functions, Mapping):
         raise JobConfigError(f"job file {path}: 'functions' must be a mapping of alias → settings")
-    functions = {alias: _expand_env(spec, f"function '{alias}'") for alias, spec in functions.items()}
+    # Overrides first: --function-endpoint replaces an endpoint written as ${VAR}, which need not be set then.
     functions = function_overrides(functions, function_endpoints, function_keys)
+    functions = {alias: _expand_env(spec, f"function '{alias}'") for alias, spec in functions.items()}
     ordering = doc.get("event_ordering") or {}
     try:
         event_ordering = EventOrdering(

@@ -301,3 +301,11 @@ def test_test_config_files_are_checked_before_any_case_runs(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "temperature_equal_to_27_degrees" in captured.err and "gone.json does not exist" in captured.err
     assert "PASS" not in captured.out and not out.exists()
+
+
+def test_function_endpoint_override_on_a_job_file_needs_no_env_var(tmp_path, monkeypatch):
+    """The seed job writes its endpoint as ${SCORE_URL}; --function-endpoint replaces it."""
+    monkeypatch.delenv("SCORE_URL", raising=False)
+    job_file = Path(__file__).resolve().parents[2] / "pipelines" / "examples" / "ml" / "array_job.yaml"
+    job = load(job_file, function_endpoints=["score=http://127.0.0.1:9/score"])
+    assert job.functions_config["score"]["endpoint"] == "http://127.0.0.1:9/score"
