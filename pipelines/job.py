@@ -259,8 +259,9 @@ def function_overrides(functions: Mapping[str, Any], endpoints: Sequence[str], k
                         f"--function-key {alias}=...: expects the NAME of an environment variable holding "
                         "the key, not the key itself (keys are never given on the command line)")
                 if value not in os.environ:
-                    raise JobConfigError(f"--function-key: environment variable {value} "
-                                         f"(the key of function '{alias}') is not set")
+                    # The value is not repeated: an alphanumeric key passed by mistake looks like a name.
+                    raise JobConfigError(f"--function-key {alias}=...: no environment variable of that name is "
+                                         "set (give the NAME of a variable holding the key, never the key itself)")
                 spec["key_env"] = value
     return out
 
