@@ -6,8 +6,10 @@ what an Event Hub capture dump looks like). ``ReadRows(..., json_layout="auto")`
 of these with ``ReadJsonDocumentsFile``; each file is read whole (local input files are small),
 so it is not the reader for big JSON lines files, which split across workers.
 
-A value that is not an object, and text that is not JSON up to the end of its line, become
-``malformed_json`` dead letters and the reading goes on after them, as for JSON lines.
+A value that is not an object, an object nested deeper than ``jsoncodec.MAX_DEPTH``, and text
+that is not JSON up to the end of its line become ``malformed_json`` dead letters and the
+reading goes on after them, as for JSON lines (``NaN``, ``Infinity``, ``1e999`` are floats;
+bytes that are not UTF-8 become U+FFFD).
 
 >>> list(iter_documents('[{"a": 1}, {"a": 2}]'))
 [(True, {'a': 1}), (True, {'a': 2})]
@@ -26,7 +28,8 @@ from typing import Any
 from apache_beam.pvalue import TaggedOutput
 
 from transforms.deadletter import FAILED, DeadLetter
-from transforms.io.readers import _FileReader, _json_kind  # readers imports this module lazily
+from transforms.io.jsoncodec import _TOO_DEEP, _json_kind, _no_lone_surrogates, too_deep
+from transforms.io.readers import _FileReader  # readers imports this module lazily
 
 _DECODER = json.JSONDecoder()
 _SPACE = " \t\r\n\ufeff"
@@ -44,6 +47,12 @@ def iter_documents(text: str) -> Iterator[tuple[bool, Any]]:
             return
         try:
             value, after = _DECODER.raw_decode(text, pos)
+        except RecursionError:  # nested beyond Python's stack: a dead letter, as jsoncodec's rule
+            stop = text.find("\n", pos)
+            stop = end if stop < 0 else stop
+            yield False, (text[pos:stop].strip()[:1000], _TOO_DEEP)
+            pos, first = stop, False
+            continue
         except json.JSONDecodeError as e:
             # Resume at the next line: one bad line of a JSON lines file costs that line only.
             stop = text.find("\n", pos)
@@ -68,8 +77,10 @@ class ReadJsonDocumentsFile(_FileReader):
     def read(self, stream, path):
         text = stream.read().decode("utf-8-sig", errors="replace")
         for ok, value in iter_documents(text):
-            if ok and type(value) is dict:
-                yield value
+            if ok and type(value) is dict and too_deep(value):
+                yield TaggedOutput(FAILED, DeadLetter(self._step, self.reason, f"{path}: {_TOO_DEEP}"))
+            elif ok and type(value) is dict:
+                yield _no_lone_surrogates(value)  # the rules of JSON lines (jsoncodec)
             elif ok:
                 yield TaggedOutput(FAILED, DeadLetter(
                     self._step, self.reason, f"{path}: expected a JSON object, got {_json_kind(value)}",
