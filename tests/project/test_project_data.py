@@ -175,3 +175,19 @@ def test_leniency_helpers(tmp_path):
     f = write(tmp_path / "c.json", '{\r\n  "a": 1,\r\n  "b": [\r\n}', bom=True)
     with pytest.raises(ProjectError, match=r"c.json: not valid JSON at line 4, column 1"):
         read_json(f)
+
+
+def test_json_documents_follow_the_json_lines_rules(tmp_path):
+    """Non-finite literals are floats, a row nested deeper than jsoncodec.MAX_DEPTH is a dead
+    letter (as for JSON lines), and the rows around it are read."""
+    project = passthrough_project(tmp_path / "p", "rules.json")
+    deep = '{"deviceId": "deep", "reading": 9, "x": ' + "[" * 100 + "]" * 100 + "}"
+    write(project / "Inputs" / "rules.json", '[{"deviceId": "n", "reading": NaN}, {"deviceId": "i", "reading": 1e999}, '
+                                             + deep + ', {"deviceId": "b", "reading": 7.0}]')
+    out = tmp_path / "o"
+    assert main(["run", str(project), "--output", f"output={out}"]) == 0
+    # By hand: NaN > 5 is false (filtered); 1e999 is +Infinity > 5, written as null (no invalid JSON).
+    assert sorted(rows_of(out), key=lambda r: r["deviceId"]) == [
+        {"deviceId": "b", "reading": 7.0}, {"deviceId": "i", "reading": None}]
+    dead = rows_of(tmp_path / "dead_letter")
+    assert [d["reason"] for d in dead] == ["malformed_json"] and "nested deeper than 64" in dead[0]["message"]
