@@ -36,6 +36,7 @@ from pipelines.project.model import (
     InputDecl,
     OutputDecl,
     Project,
+    blob_location,
     data_format,
     delimiter_of,
     strip_create_table,
@@ -183,6 +184,9 @@ def _input(project: Project, item: Keys, path: Path) -> None:
     else:
         decl.format = fmt
     decl.delimiter = delimiter_of(find(ser, "fieldDelimiter"))
+    if decl.live_kind == "Blob Storage":
+        decl.blob, decl.blob_problem = blob_location(
+            p.sub("datasource").sub("properties"), path, f"input '{name}'", project.notes)
     project.inputs[name] = decl
 
 
@@ -193,8 +197,12 @@ def _output(project: Project, item: Keys, path: Path) -> None:
     p = item.sub("properties")
     fmt = data_format(p.sub("serialization").get("type"), path, f"output '{name}'")
     kind = _kind(p.sub("datasource"))
-    project.outputs[name] = OutputDecl(name, "Blob Storage" if kind == "Blob Storage" else kind,
-                                       None if fmt == "customclr" else fmt, path)
+    decl = project.outputs[name] = OutputDecl(name, kind, None if fmt == "customclr" else fmt, path)
+    if kind == "Blob Storage":
+        decl.blob, problem = blob_location(p.sub("datasource").sub("properties"), path, f"output '{name}'",
+                                           project.notes)
+        if problem:
+            project.notes.append(f"{problem}: --live-outputs cannot write it; it is written locally")
 
 
 def _function(project: Project, item: Keys, path: Path, notes: list[str]) -> None:

@@ -33,8 +33,10 @@ from pipelines.project.model import (
     InputDecl,
     OutputDecl,
     Project,
+    blob_location,
     data_format,
     delimiter_of,
+    is_blob_kind,
     strip_create_table,
 )
 
@@ -224,6 +226,18 @@ def _live_input(project: Project, keys: Keys, file: Path) -> None:
     elif decl.format is None:
         decl.format = fmt
     decl.delimiter = decl.delimiter or delimiter_of(ser.get("FieldDelimiter"))
+    if is_blob_kind(decl.live_kind):
+        decl.blob, decl.blob_problem = blob_location(
+            blob_properties(keys), file, f"input '{name}'", project.notes)
+
+
+def blob_properties(keys: Keys) -> Keys:
+    """The ``BlobStorageProperties`` / ``BlobReferenceProperties`` object (any ``*Properties`` with a
+    Container or StorageAccounts; 2020 files hold every kind's object, the unused ones null)."""
+    for _, props in keys.items_matching("Properties"):
+        if "Container" in props or "StorageAccounts" in props:
+            return props
+    return keys  # flat (2020 Visual Studio): AccountName / ContainerName at the top
 
 
 def apply_mock(project: Project, keys: Keys, file: Path) -> None:
@@ -257,8 +271,12 @@ def _output(project: Project, keys: Keys, file: Path) -> None:
         raise ProjectError(f"{file}: output has no Name")
     ser = keys.sub("Serialization")
     fmt = data_format(ser.get("Type"), file, f"output '{name}'")
-    project.outputs[str(name)] = OutputDecl(str(name), str(keys.get("DataSourceType") or "Local"),
-                                            None if fmt == "customclr" else fmt, file)
+    decl = project.outputs[str(name)] = OutputDecl(str(name), str(keys.get("DataSourceType") or "Local"),
+                                                   None if fmt == "customclr" else fmt, file)
+    if is_blob_kind(decl.kind):
+        decl.blob, problem = blob_location(blob_properties(keys), file, f"output '{name}'", project.notes)
+        if problem:
+            project.notes.append(f"{problem}: --live-outputs cannot write it; it is written locally")
 
 
 def _js_function(project: Project, keys: Keys, file: Path) -> None:
