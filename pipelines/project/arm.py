@@ -12,8 +12,11 @@ expressions are resolved from the parameters file (``--parameters``, or
 ``<name>.parameters.json`` beside the template) or the parameter's ``defaultValue``; other
 template functions are left as text (only names and settings use them, never the query).
 
-An ARM template has no local data: every input needs ``--input NAME=PATH`` (or ``asa-beam test``
-with a testConfig.json).
+An ARM template has no local data: a Blob Storage input (``Microsoft.Storage/Blob``:
+``storageAccounts[0].accountName``, ``container``, ``pathPattern``, ``dateFormat``, ``timeFormat``)
+reads its blobs (``azfs://``, credentials from the environment, ``accountKey`` never used); every
+other input needs ``--input NAME=PATH`` (or ``asa-beam test`` with a testConfig.json). Blob outputs
+are written to their blobs only with ``--live-outputs``.
 
 Sources: learn.microsoft.com/azure/stream-analytics/resource-manager-export; the REST spec
 (Azure/azure-rest-api-specs streamanalytics 2021-10-01-preview, Function_Create_AzureMLService).
@@ -41,7 +44,7 @@ from pipelines.project.model import (
     delimiter_of,
     strip_create_table,
 )
-from pipelines.project.vscode import apply_settings
+from pipelines.project.vscode import apply_settings, compression_note
 
 JOB_TYPE = "microsoft.streamanalytics/streamingjobs"
 ARM_ORDERING = {"late_arrival_seconds": -1, "out_of_order_seconds": 0, "policy": "adjust"}
@@ -187,6 +190,7 @@ def _input(project: Project, item: Keys, path: Path) -> None:
     if decl.live_kind == "Blob Storage":
         decl.blob, decl.blob_problem = blob_location(
             p.sub("datasource").sub("properties"), path, f"input '{name}'", project.notes)
+        compression_note(project, name, path, p.sub("compression").get("type"))
     project.inputs[name] = decl
 
 

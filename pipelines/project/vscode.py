@@ -11,8 +11,10 @@ Read, case-insensitively and leniently (BOM, CRLF, ``\\`` paths, null or masked 
 * ``Inputs/*.json``: live inputs (``Name``, ``Type``, ``DataSourceType``, ``Serialization``) and
   local mocks (``ScriptType: InputMock``) in both shapes: ``{InputAlias, Type, Format, FilePath}``
   and ``{Name, Type, DataSourceType: "Local Input", Serialization, FilePath}``; ``FilePath`` is
-  relative to the mock's folder.
-* ``Outputs/*.json``: ``Name``, ``DataSourceType``, ``Serialization``.
+  relative to the mock's folder. A ``Blob Storage`` input's ``BlobStorageProperties`` /
+  ``BlobReferenceProperties`` (``StorageAccounts[{AccountName}]``, ``Container``, ``PathPattern``,
+  ``DateFormat``, ``TimeFormat``) say where its blobs are; ``AccountKey`` is never used.
+* ``Outputs/*.json``: ``Name``, ``DataSourceType``, ``Serialization``; a Blob output's location as above.
 * ``Functions/``: ``<name>.js`` + ``<name>.js.json`` (``JSFunction``, Visual Studio's
   ``JSFunctionConfig``), Azure ML functions (``MLFunction``, shape inferred: see functions.py),
   C# functions (reported as unsupported when called).
@@ -229,6 +231,16 @@ def _live_input(project: Project, keys: Keys, file: Path) -> None:
     if is_blob_kind(decl.live_kind):
         decl.blob, decl.blob_problem = blob_location(
             blob_properties(keys), file, f"input '{name}'", project.notes)
+        compression_note(project, str(name), file,
+                         keys.get("CompressionType", "CompresssionType") or keys.sub("Compression").get("Type"))
+
+
+def compression_note(project: Project, name: str, where: Path, compression: Any) -> None:
+    """ASA decompresses a GZip/Deflate blob input whatever its name; Beam by the blob's extension."""
+    if compression is not None and lower_word(compression) not in ("", "none"):
+        project.notes.append(
+            f"input '{name}' ({where}): CompressionType {compression}: blobs are decompressed when their "
+            "names end with .gz or .deflate; others are read as they are")
 
 
 def blob_properties(keys: Keys) -> Keys:

@@ -277,3 +277,12 @@ def test_a_blob_input_without_a_usable_account_is_a_check_error(tmp_path, capsys
     err = capsys.readouterr().err
     assert "input 'Telemetry'" in err and "without a usable storage account name" in err
     assert "--input Telemetry=PATH" in err
+
+
+def test_compressed_blob_input_is_noted(tmp_path):
+    template = arm_blob_template(tmp_path, "trips-data")
+    doc = json.loads(template.read_text())
+    doc["resources"][0]["properties"]["inputs"][0]["properties"]["compression"] = {"type": "GZip"}
+    write(template, doc)
+    job = load(template)
+    assert any("CompressionType GZip" in n and ".gz" in n for n in job.notes)
