@@ -230,6 +230,13 @@ def test_arm_template_blob_input_and_live_blob_output(blobs, azurite, tmp_path):
     folders = {b.name.rsplit("/", 1)[0] for b in blobs.list_blobs(name_starts_with="out/")}
     assert folders == {t1.strftime("out/%Y/%m/%d/%H"), t2.strftime("out/%Y/%m/%d/%H")}
     assert WRONG_KEY not in done.stdout + done.stderr and WRONG_KEY[:20] not in done.stderr
+    # The imported job file reads the same blobs.
+    job_file = tmp_path / "job" / "job.yaml"
+    assert run_cli("import", str(template), "-o", str(job_file), env=_env(azurite)).returncode == 0
+    done = run_cli("run", str(job_file), "--output", f"fares={tmp_path / 'local' / 'fares'}", env=_env(azurite))
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(x) for f in (tmp_path / "local").glob("fares-*") for x in f.read_text().splitlines() if x]
+    assert sorted(r["doubled"] for r in rows) == [8.0, 25.0]
 
 
 def test_import_writes_the_blob_paths_and_never_a_key(tmp_path, capsys):
