@@ -18,6 +18,7 @@ setup(
         "fastavro>=1.9",
         "PyYAML>=6",
         "quickjs-ng>=0.17,<0.18",
+        "orjson>=3.9",
     ],
     extras_require={
         # The real Azure ML inference server and what the bundled model needs.
