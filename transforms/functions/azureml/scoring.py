@@ -666,10 +666,25 @@ class ScoreRowsDoFn(ScoreBatchesDoFn):
     def start_bundle(self):
         super().start_bundle()
         self._rows, self._payloads, self._wvs = [], [], []
+        self._deferred: list = []
 
     def process(self, row, wv=beam.DoFn.WindowedValueParam):
         if self._fatal is not None:
             raise self._fatal
+        if len(wv.windows) != 1:
+            # Beam repeats the windows of every WindowedValue yielded while an element of k
+            # windows is processed k times (it assumes they came from that element), so what
+            # leaves now would be duplicated: hold it until a single-window element or the
+            # bundle's end. (Rows of several windows reach a UDF only through the Python API:
+            # a query's windows are assigned at its GROUP BY.)
+            self._deferred.extend(self._process(row, wv))
+            return
+        if self._deferred:
+            deferred, self._deferred = self._deferred, []
+            yield from deferred
+        yield from self._process(row, wv)
+
+    def _process(self, row, wv):
         payload = self._prep(row)
         if payload is None or type(payload) is _Failure:  # not sent: leaves now
             yield self._output_wv(row, payload, wv)
@@ -683,6 +698,9 @@ class ScoreRowsDoFn(ScoreBatchesDoFn):
             yield from self._emit_done()
 
     def finish_bundle(self):
+        if self._deferred:
+            deferred, self._deferred = self._deferred, []
+            yield from deferred
         if self._rows:
             yield from self._send_buffer()
         while self._inflight:
