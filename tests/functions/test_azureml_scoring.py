@@ -489,3 +489,25 @@ def test_a_60_second_outage_mid_job_dead_letters_nothing_with_default_settings(f
     assert sorted(seen) == [float(i) for i in range(12_000)]
     assert out.metrics["score.retries"] >= 5
     assert out.metrics["score.retry_wait_ms"] >= 50_000  # the batch in flight waited out the outage
+
+
+def test_run_summary_shows_retries_and_time_spent_waiting(fake_endpoint, tmp_path, capsys):
+    import json
+
+    from pipelines.cli import main
+
+    ep = fake_endpoint("records")
+    ep.plan(Fault(status=503, count=2))  # no Retry-After: back-off of 0.25-0.5 s, then 0.5-1 s
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps({"id": i, "x": i / 2}) + "\n" for i in range(50)))
+    (tmp_path / "q.asaql").write_text(
+        "WITH D AS (SELECT id, x FROM input)\nSELECT D.id, udf.score(D).[Scored Labels] AS s INTO output FROM D")
+    (tmp_path / "job.yaml").write_text(
+        "query: q.asaql\ninputs: {input: {path: in.jsonl}}\noutputs: {output: {path: out/w}}\n"
+        f"functions: {{score: {{type: azureml, endpoint: '{ep.url}'}}}}\n")
+    assert main(["run", str(tmp_path / "job.yaml")]) == 0
+    summary = capsys.readouterr().out
+    assert "dead-lettered: 0 rows" in summary
+    line = next(x for x in summary.splitlines() if "udf.score:" in x)
+    assert "retries 2" in line and "requests 3" in line
+    waited = float(line.split("waiting to retry ")[1].split(" s")[0])
+    assert 0.7 <= waited <= 1.6  # 0.25-0.5 s + 0.5-1 s of back-off, as the summary reports it
