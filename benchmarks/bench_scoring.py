@@ -53,9 +53,11 @@ SLOW_LATENCY_S, SLOW_BATCH, SLOW_PARALLEL = 0.025, 100, 4
 
 
 def _write_input(path: Path, n: int) -> None:
+    """``n`` trips, generated 100k at a time (millions of rows must not be held by the parent)."""
     with path.open("w") as f:
-        for trip in generate_trips(n, seed=2024):
-            f.write(json.dumps(trip) + "\n")
+        for part, lo in enumerate(range(0, n, 100_000)):
+            for trip in generate_trips(min(100_000, n - lo), seed=2024 + part):
+                f.write(json.dumps(trip) + "\n")
 
 
 def _timed(build: Callable[[beam.Pipeline], None], repeats: int) -> float:

@@ -97,7 +97,9 @@ class AzureMLConfig:
     retry_deadline_s: float | None = None  # None: 1800 s in batch, forever (-1) in streaming
     backoff_base_s: float = 0.5
     backoff_max_s: float = 10.0
-    batching: str = "auto"  # auto | stateful (GroupIntoBatches) | bundle (BatchElements)
+    # auto: bundle-local batches in batch jobs, GroupIntoBatches in streaming; bundle: bundle-local
+    # batches through a GroupByKey (runners without state and timers, e.g. Dask; auto picks it there)
+    batching: str = "auto"
     gil_switch_interval_ms: float = 0.2  # while requests are in flight (scoring.GilHandoff); 0 = off
     base_dir: str = "."
 
