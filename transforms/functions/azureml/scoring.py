@@ -598,7 +598,8 @@ class ScoreBatchesDoFn(beam.DoFn):
         out: list = [None] * len(payloads)
         total = [CallStats()]
 
-        def run(idx: list[int]) -> None:
+        def run(idx: list[int]) -> bool:
+            """Send these rows; True when the endpoint rejected them (they were then isolated)."""
             part = payloads if len(idx) == len(payloads) else [payloads[i] for i in idx]
             try:
                 res = client.call(part)
@@ -614,26 +615,38 @@ class ScoreBatchesDoFn(beam.DoFn):
                         out[i] = _Failure(SCHEMA_MISMATCH, f"udf.{alias}: the input cannot be sent as JSON: {e}",
                                           None)
                 if good and len(good) < len(idx):
-                    run(good)
-                else:
-                    for i in good:
-                        out[i] = _Failure(SCHEMA_MISMATCH, f"udf.{alias}: the batch cannot be sent as JSON", None)
-                return
+                    return run(good)
+                for i in good:
+                    out[i] = _Failure(SCHEMA_MISMATCH, f"udf.{alias}: the batch cannot be sent as JSON", None)
+                return False
             total[0] = total[0] + res.stats
             if res.action is Action.OK:
                 for i, value in zip(idx, res.results, strict=True):
                     out[i] = value
                 isolation.observe(len(idx), 0)
-            elif res.action is Action.SPLIT and len(idx) > 1:
-                m = isolation.split_part(len(idx))
-                for lo in range(0, len(idx), m):
-                    run(idx[lo:lo + m])
-            else:
-                if res.action is Action.SPLIT:
-                    isolation.observe(1, 1)
-                failure = _Failure(res.reason, res.message, res.status)
-                for i in idx:
-                    out[i] = failure
+                return False
+            if res.action is Action.SPLIT and len(idx) > 1:
+                isolate(idx)
+                return True
+            if res.action is Action.SPLIT:
+                isolation.observe(1, 1)
+            failure = _Failure(res.reason, res.message, res.status)
+            for i in idx:
+                out[i] = failure
+            return res.action is Action.SPLIT
+
+        def isolate(idx: list[int]) -> None:
+            """Rows of a rejected request: send them in parts; cut the rejected parts again."""
+            m = isolation.split_part(len(idx))
+            parts = [idx[lo:lo + m] for lo in range(0, len(idx), m)]
+            rejected = False
+            for j, part in enumerate(parts):
+                if j == len(parts) - 1 and not rejected and len(part) > 1:
+                    # every other part was scored, so the rejected row is here: cut this part
+                    # at once instead of sending it whole (its rows are all still sent)
+                    isolate(part)
+                else:
+                    rejected = run(part) or rejected
 
         every = list(range(len(payloads)))
         m = isolation.first_part(len(every))
