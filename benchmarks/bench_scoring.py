@@ -185,19 +185,27 @@ def _rss_child(url: str, src: str, dst: str) -> None:
     fn = AzureMLFunction("score", AzureMLConfig(endpoint=url, batch_size=BATCH, parallel_requests=2))
     fn.validate()
     seconds = timed_pipeline(query_pipeline(src, dst, SEED_QUERY, fn))
-    print(json.dumps({"seconds": seconds}))
+    print(json.dumps({"seconds": seconds, "peak_mb": _peak_rss_mb()}))
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak RSS since it started its program. Not ``ru_maxrss``: Linux keeps the
+    peak of the forked parent's image across exec, so a child would report its parent's size."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def peak_rss_of_seed_job(url: str, src: Path, dst: Path) -> tuple[float, float]:
     """(peak RSS in MB, seconds) of the seed job run in a child process."""
-    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.bench_scoring", "--rss-child", url, str(src), str(dst)],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.bench_scoring", "--rss-child", url, str(src), str(dst)],
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"the seed job failed (exit {proc.returncode})")
-    return usage.ru_maxrss / 1024.0, json.loads(out.strip().splitlines()[-1])["seconds"]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    return report["peak_mb"], report["seconds"]
 
 
 def memory_lines(tmpdir: Path, sizes: list[int]) -> list[str]:
@@ -272,11 +280,16 @@ def run() -> list[str]:
         _write_input(src1, n1)
 
         # -- 1. the real local endpoint ----------------------------------------------------------
-        with LocalEndpoint(style="records") as ep:
+        with LocalEndpoint(style="records") as ep, FakeEndpointProcess("records") as instant:
             fn = {p: AzureMLFunction("score", AzureMLConfig(endpoint=ep.url, batch_size=BATCH, parallel_requests=p))
                   for p in (1, 2)}
             for f in fn.values():
                 f.validate()
+            # the same swagger served by an endpoint that answers at once (its own process): what the
+            # scoring path costs the pipeline when the model's CPU is not on the pipeline's two cores
+            swagger = requests.get(ep.swagger_url, timeout=30).json()
+            fn_instant = AzureMLFunction("score", AzureMLConfig(endpoint=instant.url, swagger=swagger,
+                                                                batch_size=BATCH, parallel_requests=2))
             configs = {
                 "plain": plain_pipeline(str(src), str(tmpdir / "plain")),
                 "ri": runinference_pipeline(str(src), str(tmpdir / "ri"), ep.url),
@@ -284,11 +297,12 @@ def run() -> list[str]:
                 "ours2": asa_pipeline(str(src), str(tmpdir / "ours2"), fn[2]),
                 "seed": query_pipeline(str(src), str(tmpdir / "seed"), SEED_QUERY, fn[2]),
                 "unscored": query_pipeline(str(src), str(tmpdir / "unscored"), UNSCORED_QUERY, None),
+                "instant": query_pipeline(str(src), str(tmpdir / "instant"), SEED_QUERY, fn_instant),
             }
             best = _interleaved(configs, repeats)
             assert _count_lines(str(tmpdir / "ours1")) == n, "ScoreRows lost rows"
-            plain, ri, ours1, ours2, seed, unscored = (
-                n / best[k] for k in ("plain", "ri", "ours1", "ours2", "seed", "unscored"))
+            plain, ri, ours1, ours2, seed, unscored, instant_rate = (
+                n / best[k] for k in ("plain", "ri", "ours1", "ours2", "seed", "unscored", "instant"))
             one = AzureMLFunction("score", AzureMLConfig(endpoint=ep.url, batch_size=1))
             ours_b1 = n1 / _timed(asa_pipeline(str(src1), str(tmpdir / "b1"), one), 1)
         lines += [
@@ -297,6 +311,8 @@ def run() -> list[str]:
             f"  same job with the scoring removed   {unscored:>9,.0f} rows/s",
             f"  seed query with udf.score           {seed:>9,.0f} rows/s   {seed / unscored:.2f}x without scoring "
             f"(target >= 0.8x)   {seed / ri:.2f}x RunInference (target >= 1.5x)",
+            f"  seed query, endpoint answering at once {instant_rate:>6,.0f} rows/s   {instant_rate / unscored:.2f}x "
+            "without scoring (the scoring path alone, no model CPU on these cores)",
             f"scoring: local Azure ML endpoint (records style, taxi model), batch size {BATCH}, {n:,} rows, "
             "DirectRunner",
             f"  pipeline without scoring            {plain:>9,.0f} rows/s",
