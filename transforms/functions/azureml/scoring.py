@@ -681,6 +681,8 @@ class ScoreRowsDoFn(ScoreBatchesDoFn):
         self._rows, self._payloads, self._wvs = [], [], []
         self._deferred: list = []
 
+    # Not a generator: most rows only join the buffer, and returning None costs less than
+    # creating and draining a generator per row.
     def process(self, row, wv=beam.DoFn.WindowedValueParam):
         if self._fatal is not None:
             raise self._fatal
@@ -690,25 +692,30 @@ class ScoreRowsDoFn(ScoreBatchesDoFn):
             # leaves now would be duplicated: hold it until a single-window element or the
             # bundle's end. (Rows of several windows reach a UDF only through the Python API:
             # a query's windows are assigned at its GROUP BY.)
-            self._deferred.extend(self._process(row, wv))
-            return
+            self._deferred.extend(self._process(row, wv) or ())
+            return None
         if self._deferred:
             deferred, self._deferred = self._deferred, []
-            yield from deferred
-        yield from self._process(row, wv)
+            deferred.extend(self._process(row, wv) or ())
+            return deferred
+        return self._process(row, wv)
 
     def _process(self, row, wv):
+        """None, or the outputs that can leave now."""
         payload = self._prep(row)
         if payload is None or type(payload) is _Failure:  # not sent: leaves now
-            yield self._output_wv(row, payload, wv)
-            return
+            return (self._output_wv(row, payload, wv),)
         rows = self._rows
         rows.append(row)
         self._payloads.append(payload)
         self._wvs.append(wv)
         if len(rows) >= self._batch_size:
-            yield from self._send_buffer()
-            yield from self._emit_done()
+            return self._flush_full()
+        return None
+
+    def _flush_full(self):
+        yield from self._send_buffer()
+        yield from self._emit_done()
 
     def finish_bundle(self):
         if self._deferred:
