@@ -266,6 +266,8 @@ def test_fast_bodies_are_the_json_the_standard_library_reads(fake_endpoint):
         for bad in ([[float("nan")]], [[float("inf")]]):
             with pytest.raises(ValueError):
                 c.encode(bad)
+        assert c.decode(b'[1.5, 123456789012345678901234567890, -9223372036854775809]') == [
+            1.5, 123456789012345678901234567890, -9223372036854775809]  # every digit, as json.loads
         assert c.decode(b'[1.5, NaN, 123456789012345678901234567890]')[2] == 123456789012345678901234567890
         with pytest.raises(ValueError, match="not JSON"):
             c.decode(b"<html>")

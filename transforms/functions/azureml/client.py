@@ -44,9 +44,10 @@ from urllib.parse import parse_qsl, urlsplit
 from transforms.deadletter import json_default
 
 try:  # several times faster than json for request and response bodies; optional
+    import msgspec
     import orjson
-except ImportError:  # pragma: no cover - orjson is in install_requires
-    orjson = None
+except ImportError:  # pragma: no cover - both are in install_requires
+    msgspec = orjson = None
 from transforms.errors import EndpointConfigError
 from transforms.functions.azureml.swagger import SwaggerSignature, _safe_url
 
@@ -234,6 +235,7 @@ class ScoringClient:
         orjson when it can be trusted to agree with the standard library: it writes NaN and
         Infinity as ``null`` and rejects integers beyond 64 bits, so a body containing ``null``
         or one orjson refuses is encoded again by ``json`` (which raises on non-finite floats).
+        (Not msgspec: it writes datetimes in its own format instead of asking ``json_default``.)
         """
         body = self.signature.envelope(payloads if isinstance(payloads, list) else list(payloads))
         if orjson is not None:
@@ -249,14 +251,15 @@ class ScoringClient:
     def decode(self, content: bytes) -> list:
         """The per-row results of a 2xx response body; ValueError when they are not there.
 
-        orjson first; ``json`` where orjson refuses (``NaN``/``Infinity`` literals that Python
-        endpoints write, integers beyond 64 bits), so both accept the same bodies.
+        msgspec first (it keeps every digit of big integers, which orjson turns into floats);
+        ``json`` where msgspec refuses (``NaN``/``Infinity`` literals that Python endpoints
+        write), so both accept the same bodies and give the same values.
         """
         body: Any = _UNSET
-        if orjson is not None:
+        if msgspec is not None:
             try:
-                body = orjson.loads(content)
-            except ValueError:
+                body = _MSGSPEC_DECODE(content)
+            except (msgspec.DecodeError, ValueError):
                 body = _UNSET
         if body is _UNSET:
             try:
@@ -396,6 +399,7 @@ def _stats(requests_sent: int, rows: int, failed: int, retries: int, latencies: 
 
 
 _UNSET = object()
+_MSGSPEC_DECODE = msgspec.json.Decoder().decode if msgspec is not None else None
 _ORJSON_OPTIONS = (orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
                    | orjson.OPT_PASSTHROUGH_SUBCLASS) if orjson is not None else 0
 
