@@ -42,14 +42,14 @@ from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, urlsplit
 
 from transforms.deadletter import json_default
+from transforms.errors import EndpointConfigError
+from transforms.functions.azureml.swagger import SwaggerSignature, _safe_url
 
 try:  # several times faster than json for request and response bodies; optional
     import msgspec
     import orjson
 except ImportError:  # pragma: no cover - both are in install_requires
     msgspec = orjson = None
-from transforms.errors import EndpointConfigError
-from transforms.functions.azureml.swagger import SwaggerSignature, _safe_url
 
 _LOG = logging.getLogger(__name__)
 
