@@ -8,7 +8,9 @@
     asa-beam tune-batch JOB.yaml FUNCTION
 
 Exit codes: 0 when the job ran (even with dead-lettered rows); 2 for a bad job, query or
-function configuration (one paragraph, no traceback); 3 when an endpoint stopped the job.
+function configuration (one paragraph, no traceback); 3 when an endpoint stopped the job;
+4 when the job ran but its rows do not add up (row accounting: a step lost or duplicated rows
+without a trace; the summary names the step and the numbers).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from transforms.errors import AsaError, EndpointConfigError
 
 EXIT_BAD_JOB = 2
 EXIT_ENDPOINT = 3
+EXIT_ACCOUNTING = 4
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -134,6 +137,13 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
             summary = run_job(job, beam_args, streaming)
     if not args.quiet:
         print(format_summary(job, summary))
+    if not summary.metrics_available:
+        print("asa-beam: warning: the runner reported no metrics, so the row accounting was not checked",
+              file=sys.stderr)
+    if summary.imbalances:
+        print("asa-beam: row accounting failed: rows were lost or duplicated without a trace:\n  "
+              + "\n  ".join(summary.imbalances), file=sys.stderr)
+        return EXIT_ACCOUNTING
     return 0
 
 
