@@ -1,9 +1,10 @@
 """``asa-beam``: run, check and explain ASA jobs on Apache Beam; serve the local model; tune batches.
 
-    asa-beam run JOB.yaml [--input NAME=PATH] [--output NAME=PATH] [Beam options, e.g. --runner DirectRunner]
+    asa-beam run JOB.yaml [--input NAME=PATH] [--output NAME=PATH] [--workers N] [--report DIR]
+                 [--quiet] [Beam options, e.g. --runner FlinkRunner]
     asa-beam run JOB.yaml --streaming [--poll-interval S] [--stop-after-idle S]
     asa-beam check JOB.yaml
-    asa-beam explain JOB.yaml
+    asa-beam explain JOB.yaml [--format text|mermaid|dot]
     asa-beam serve-model [--port N] [--style records|arrays]
     asa-beam tune-batch JOB.yaml FUNCTION
 
@@ -35,7 +36,17 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("job")
     run.add_argument("--input", action="append", default=[], metavar="NAME=PATH")
     run.add_argument("--output", action="append", default=[], metavar="NAME=PATH")
-    run.add_argument("--quiet", action="store_true", help="no summary")
+    run.add_argument("--quiet", action="store_true", help="no progress line, no summary")
+    run.add_argument("--verbose", action="store_true", help="keep Beam's worker processes' INFO logging")
+    run.add_argument("--workers", type=_workers, default=1, metavar="N",
+                     help="run on N SDK worker processes (Beam's FnApiRunner, multi-process; default 1)")
+    run.add_argument("--allow-unsafe-runner", action="store_true",
+                     help="run on a runner known to lose rows (DaskRunner, PySpark, Ray) anyway")
+    run.add_argument("--report", metavar="DIR",
+                     help="after the run, write DIR/summary.json and the job diagram with row counts "
+                          "(DIR/job.mmd, DIR/job.dot)")
+    run.add_argument("--progress-interval", type=_positive, default=None, metavar="S",
+                     help="seconds between progress lines when stderr is not a terminal (default 10)")
     stream = run.add_argument_group("streaming (inputs are watched globs; Ctrl-C drains the job)")
     stream.add_argument("--streaming", action="store_true", help="run as a streaming job on watched inputs")
     stream.add_argument("--poll-interval", type=_positive, default=1.0, metavar="S",
@@ -43,12 +54,24 @@ def _parser() -> argparse.ArgumentParser:
     stream.add_argument("--stop-after-idle", type=_non_negative, default=None, metavar="S",
                         help="end the job once no new input file has appeared for S seconds (default: never)")
     for name, helptext in (("check", "parse and bind the job; read no data"),
-                           ("explain", "print the plan and the PTransforms it becomes")):
+                           ("explain", "print the plan and the PTransforms it becomes, or draw the job")):
         c = sub.add_parser(name, help=helptext)
         c.add_argument("job")
+        if name == "explain":
+            explain = c
+    explain.add_argument("--format", choices=("text", "mermaid", "dot"), default="text",
+                         help="text: plan and PTransforms; mermaid / dot: a diagram of inputs, steps, "
+                              "outputs and function calls")
     sub.add_parser("serve-model", help="start the local Azure ML inference server", add_help=False)
     sub.add_parser("tune-batch", help="probe an endpoint to choose batch_size", add_help=False)
     return p
+
+
+def _workers(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
 
 
 def _positive(text: str) -> float:
@@ -82,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check":
         return _guard(lambda: _check(args.job))
     if args.command == "explain":
-        return _guard(lambda: _explain(args.job))
+        return _guard(lambda: _explain(args.job, args.format))
     return _guard(lambda: _run(args, beam_args))
 
 
@@ -108,13 +131,14 @@ def _check(job_path: str) -> int:
     return 0
 
 
-def _explain(job_path: str) -> int:
+def _explain(job_path: str, fmt: str = "text") -> int:
     from pipelines.job import load_job
+    from pipelines.report import diagram
     from pipelines.run import describe_pipeline
 
     job = load_job(job_path)
     job.check()
-    print(describe_pipeline(job))
+    print(describe_pipeline(job) if fmt == "text" else diagram(job, fmt), end="" if fmt != "text" else "\n")
     return 0
 
 
@@ -126,17 +150,25 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
     job.check()  # every configuration problem before any data is read
     streaming = Streaming(args.poll_interval, args.stop_after_idle) if args.streaming else None
     check_inputs(job, streaming)
+    from pipelines.progress import ProgressLine
+
+    run_options = dict(workers=args.workers, allow_unsafe_runner=args.allow_unsafe_runner, verbose=args.verbose,
+                       progress=None if args.quiet else ProgressLine(sys.stderr, args.progress_interval))
     if streaming is None:
-        summary = run_job(job, beam_args)
+        summary = run_job(job, beam_args, **run_options)
     else:
         watched = ", ".join(f"{n} ({s.path})" for n, s in job.inputs.items() if not s.options.get("reference"))
         idle = "" if args.stop_after_idle is None else f"; ends after {args.stop_after_idle:g} s without new files"
         print(f"asa-beam: streaming: watching {watched} every {args.poll_interval:g} s{idle}; "
               "Ctrl-C drains the job", file=sys.stderr, flush=True)
         with _drain_on_interrupt():
-            summary = run_job(job, beam_args, streaming)
+            summary = run_job(job, beam_args, streaming, **run_options)
     if not args.quiet:
         print(format_summary(job, summary))
+    if args.report:
+        from pipelines.report import write_report
+
+        write_report(args.report, job, summary)
     if not summary.metrics_available:
         print("asa-beam: warning: the runner reported no metrics, so the row accounting was not checked",
               file=sys.stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
@@ -13,12 +14,14 @@ import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
 
 from pipelines.job import Job
+from pipelines.progress import ProgressLine
 from pipelines.runners import make_runner, pipeline_options
 from transforms.errors import JobConfigError
 from transforms.functions.azureml import find_endpoint_error
 from transforms.io.watch import Watch
 from transforms.operators.accounting import CountDeadLetters, CountRows, Ledger, value
 from transforms.operators.compile import AsaQuery
+from transforms.progress import Listener
 from transforms.query.plan import SelectStep
 
 
@@ -122,14 +125,22 @@ def _static_columns(job: Job, output: str) -> tuple[str, ...] | None:
     return cols.pop() if len(cols) == 1 else None
 
 
-def run_job(job: Job, beam_args: Sequence[str] = (), streaming: Streaming | None = None) -> RunSummary:
-    options = pipeline_options(beam_args, streaming=streaming is not None)
-    pipeline = beam.Pipeline(runner=make_runner(options), options=options)
+def run_job(job: Job, beam_args: Sequence[str] = (), streaming: Streaming | None = None, *,
+            workers: int = 1, allow_unsafe_runner: bool = False, progress: ProgressLine | None = None,
+            verbose: bool = False) -> RunSummary:
+    """Runs the job and checks its row accounting. ``workers`` > 1: that many SDK worker
+    processes (Beam's FnApiRunner, multi-process); ``progress``: a live progress line."""
+    options = pipeline_options(beam_args, streaming=streaming is not None, workers=workers, verbose=verbose)
+    pipeline = beam.Pipeline(runner=make_runner(options, allow_unsafe_runner), options=options)
     ledger = build_pipeline(job, pipeline, streaming)
     started = time.monotonic()
     try:
-        result = pipeline.run()
-        result.wait_until_finish()
+        with contextlib.ExitStack() as stack:
+            if progress is not None:
+                stack.enter_context(Listener())  # worker processes send their live counts here
+                stack.enter_context(progress)
+            result = pipeline.run()
+            result.wait_until_finish()
     except Exception as e:
         endpoint_error = find_endpoint_error(e)
         if endpoint_error is not None:

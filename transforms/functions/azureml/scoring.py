@@ -24,14 +24,11 @@ Shape of the pipeline segment (``ScoreRows``)::
   once, with its own timestamp and window: scored, passed through (guard false), or
   dead-lettered. Guard-false and failed rows travel with the chunks so that the segment has no
   Flatten: on the FnApiRunner a Flatten materializes its input (an extra stage boundary).
-* Runners without user state and timers (Beam's DaskRunner) get bundle-local batches instead,
-  and a warning in the log: Prepare numbers each bundle's rows and keys them by
-  ``(bundle, number // batch_size)``, a GroupByKey gathers each batch, ScoreBatches scores it
-  before returning, and two FlatMaps split its ``(tag, value)`` output. Beam's own
-  ``BatchElements`` and tagged outputs would be the obvious tools, but Beam 2.77's DaskRunner
-  drops everything a DoFn emits in ``finish_bundle`` (BatchElements' last batch of every
-  bundle) and mixes up the tagged outputs of a multi-output ParDo, so this path uses neither.
-  (That runner also computes only the branch that ends in the pipeline's last transform.)
+* ``batching: bundle`` gives bundle-local batches instead: Prepare numbers each bundle's rows
+  and keys them by ``(bundle, number // batch_size)``, a GroupByKey gathers each batch,
+  ScoreBatches scores it before returning, and two FlatMaps split its ``(tag, value)`` output.
+  (Runners without user state, such as Beam's DaskRunner, are refused by ``asa-beam run``:
+  they lose rows; see ``pipelines.runners``.)
 * While requests are in flight the interpreter's GIL switch interval is lowered
   (``GilHandoff``): the HTTP threads then wait far less for the pipeline's thread.
 """
@@ -67,9 +64,6 @@ if TYPE_CHECKING:
 _LOG = logging.getLogger(__name__)
 
 STATEFUL, BUNDLE, AUTO = "stateful", "bundle", "auto"
-
-# Runners known to lack user state and timers (GroupIntoBatches cannot run there).
-RUNNERS_WITHOUT_STATE = frozenset({"DaskRunner"})
 
 METRICS_NAMESPACE = "asa"
 
@@ -118,17 +112,9 @@ class _Pending(NamedTuple):
 
 
 def choose_batching(pipeline: beam.Pipeline | None, requested: str = AUTO, alias: str = "") -> str:
-    """STATEFUL (GroupIntoBatches) or BUNDLE (bundle-local batches) for this pipeline's runner."""
+    """STATEFUL (GroupIntoBatches) unless BUNDLE (bundle-local batches) is requested."""
     if requested in (STATEFUL, BUNDLE):
         return requested
-    runner = getattr(pipeline, "runner", None)
-    name = type(runner).__name__ if runner is not None else ""
-    if name in RUNNERS_WITHOUT_STATE:
-        _LOG.warning(
-            "udf.%s: the %s has no user state and timers; batching rows within bundles "
-            "(BatchElements-style, keyed by bundle and row number) instead of GroupIntoBatches. "
-            "Requests may hold fewer rows than batch_size.", alias, name)
-        return BUNDLE
     return STATEFUL
 
 
