@@ -11,8 +11,12 @@ import sys
 import time
 from pathlib import Path
 
-from pipelines.cli import main
-from transforms import progress
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the shared fixtures module
+pytest_plugins = ["fixtures_azureml"]
+
+from pipelines.cli import main  # noqa: E402
+from pipelines.progress import format_line  # noqa: E402
+from transforms import progress  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 LINE = re.compile(r"^asa-beam: \d+:\d\d read [\d,]+ rows \([\d,]+/s\)( \| written [^|]+)? \| dead letters [\d,]+$")
@@ -136,3 +140,17 @@ def test_report_writes_the_summary_as_json_and_the_diagram_with_row_counts(tmp_p
     mermaid = (tmp_path / "report" / "job.mmd").read_text()
     assert "50 in → 40 out<br/>filtered 10" in mermaid and "-->|40 rows|" in mermaid
     assert "50 in → 40 out\\nfiltered 10" in (tmp_path / "report" / "job.dot").read_text()
+
+
+def test_ml_requests_in_flight_and_retries_are_counted_live(fake_endpoint):
+    from pipelines.serving.fake import Fault
+    from tests.functions.test_azureml_client import FakeClock, client_for
+
+    ep = fake_endpoint()
+    ep.plan(Fault(status=503, count=2))  # two transient failures, then the answer
+    progress.reset()
+    with client_for(ep, FakeClock(), max_attempts=5) as c:
+        c.call([[1.0, 2.0]])
+    counts = progress.snapshot()
+    assert (counts["ml.requests"], counts["ml.retries"], counts["ml.in_flight"]) == (3, 2, 0)
+    assert "ML requests 3 (0 in flight, 2 retries)" in format_line(counts, 1.0)
