@@ -126,6 +126,9 @@ class SelectStepTransform(beam.PTransform):
                            for o, j, c in zip(others, step.joins, sources[1:], strict=True))
         acct = self._acct = StepAccounts(self.ledger, step.name, sources[0])
         rows = self._event_time(primary, step.timestamp_by, "Timestamp by", failed)
+        if step.timestamp_by is not None and _is_streaming(primary):
+            # Late events (streaming): adjusted ones go on, dropped ones are dead letters.
+            acct.record.details.append(("late events", acct.name("late_events")))
         if step.source_key is not None:
             rows = rows | "Sources" >> beam.Map(_wrap, step.source_key)
         for i, (join, other) in enumerate(zip(step.joins, others, strict=True)):
