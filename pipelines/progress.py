@@ -21,7 +21,14 @@ from transforms import progress
 
 
 def format_line(counts: dict[str, int], elapsed_s: float) -> str:
-    read = sum(v for k, v in counts.items() if k.startswith("rows_read."))
+    # Each step reading an input counts its rows (rows_read.<input>@<step>): an input's rows read
+    # are the most any of its steps has seen.
+    per_input: dict[str, int] = {}
+    for k, v in counts.items():
+        if k.startswith("rows_read."):
+            name = k[len("rows_read."):].split("@", 1)[0]
+            per_input[name] = max(per_input.get(name, 0), v)
+    read = sum(per_input.values())
     minutes, seconds = divmod(int(elapsed_s), 60)
     rate = read / elapsed_s if elapsed_s > 0 else 0.0
     parts = [f"asa-beam: {minutes}:{seconds:02d} read {read:,} rows ({rate:,.0f}/s)"]

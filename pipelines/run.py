@@ -98,8 +98,10 @@ def build_pipeline(job: Job, pipeline: beam.Pipeline, streaming: Streaming | Non
     outputs = sources | "Query" >> AsaQuery(plan, job.functions(), event_ordering=job.event_ordering)
     ledger = outputs.ledger
     for name in plan.inputs:
-        ledger.balance(f"input {name}", "rows read", [f"input.{name}.rows"],
-                       [("entering the query", f"query.input.{name}.rows")])
+        for term in ledger.inputs.get(name, []):
+            step = term.split(".")[1] if term.count(".") >= 2 else term
+            ledger.balance(f"input {name}", f"rows read, entering step {step}", [f"input.{name}.rows"],
+                           [("entering", term)])
     for name, pcoll in outputs.items():
         spec = next(s for n, s in job.outputs.items() if n.lower() == name.lower())
         columns = _static_columns(job, name)

@@ -82,6 +82,7 @@ class Ledger:
     steps: dict[str, StepRecord] = field(default_factory=dict)
     balances: list[Balance] = field(default_factory=list)
     outputs: dict[str, list[str]] = field(default_factory=dict)  # output name → counters of its rows
+    inputs: dict[str, list[str]] = field(default_factory=dict)  # input name → counters of its rows entering steps
 
     def add_step(self, name: str, ins: Sequence[str] = (), out: Sequence[str] = ()) -> StepRecord:
         record = self.steps.setdefault(name, StepRecord(name))
@@ -157,6 +158,7 @@ class CountDeadLetters(CountRows):
 
 
 def count(pcoll, label: str, name: str, live: str | None = None):
+    """``pcoll`` with its elements counted into ``name`` (a fused counting ParDo)."""
     return pcoll | label >> beam.ParDo(CountRows(name, live))
 
 

@@ -18,12 +18,12 @@ from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
 
-from transforms import types
+from transforms import progress, types
 from transforms.deadletter import FAILED, DeadLetter, RowError
 from transforms.errors import QueryError
 from transforms.functions.base import ROWS, AsaFunction, CallSite
 from transforms.functions.registry import FunctionRegistry
-from transforms.operators.accounting import CountRows, Ledger, StepAccounts, count
+from transforms.operators.accounting import Ledger, StepAccounts, count
 from transforms.query.expressions import (
     CompiledFunction,
     compile_args,
@@ -55,19 +55,27 @@ class EvaluateDoFn(beam.DoFn):
     Rows filtered (and, with ``out``, rows passed on) are counted per bundle into those counters.
     """
 
-    def __init__(self, step: str, fn: CompiledFunction, filtered: str | None = None, out: str | None = None):
+    def __init__(self, step: str, fn: CompiledFunction, filtered: str | None = None, out: str | None = None,
+                 rows_in: tuple[str, str] | None = None):
         self._step = step
         self._compiled = fn
         self._filtered = beam.metrics.Metrics.counter("asa", filtered or f"step.{step}.filtered")
         self._out = beam.metrics.Metrics.counter("asa", out) if out else None
+        # (counter, live progress name) of the rows entering the step, when this DoFn is its first
+        self._in = (beam.metrics.Metrics.counter("asa", rows_in[0]), rows_in[1]) if rows_in else None
 
     def setup(self):
         self._fn = self._compiled.fn
 
     def start_bundle(self):
-        self._n_filtered = self._n_out = 0
+        self._n_filtered = self._n_out = self._n_in = self._reported = 0
 
     def process(self, row):
+        if self._in is not None:
+            self._n_in += 1
+            if self._n_in - self._reported >= progress.EVERY:
+                progress.add(self._in[1], self._n_in - self._reported)
+                self._reported = self._n_in
         try:
             out = self._fn(row)
         except RowError as e:
@@ -88,7 +96,10 @@ class EvaluateDoFn(beam.DoFn):
             self._filtered.inc(self._n_filtered)
         if self._n_out and self._out is not None:
             self._out.inc(self._n_out)
-        self._n_filtered = self._n_out = 0
+        if self._n_in and self._in is not None:
+            self._in[0].inc(self._n_in)
+            progress.add(self._in[1], self._n_in - self._reported)
+        self._n_filtered = self._n_out = self._n_in = self._reported = 0
 
 
 class SelectStepTransform(beam.PTransform):
@@ -103,27 +114,36 @@ class SelectStepTransform(beam.PTransform):
 
     def __init__(self, step: SelectStep, functions: FunctionRegistry, reads_input: bool = False,
                  ordering: EventOrdering | None = None, ledger: Ledger | None = None,
-                 source_counts: Sequence[Sequence[str]] | None = None):
+                 source_counts: Sequence[Sequence[str] | None] | None = None):
         super().__init__()
         self.step = step
         self.functions = functions
         self.reads_input = reads_input
         self.ordering = ordering or EventOrdering()
         # Row accounting (transforms.operators.accounting): the counters of the rows entering the
-        # step, one list per source (main, then each JOIN's), and the ledger to write balances into.
+        # step, one list per source (main, then each JOIN's; None: count them here), and the
+        # ledger to write balances into.
         self.ledger = ledger if ledger is not None else Ledger()
         self.source_counts = source_counts
+        self._count_in: tuple[str, str] | None = None
 
     def expand(self, pcolls):
         step = self.step
         primary, others = (pcolls[0], pcolls[1:]) if isinstance(pcolls, tuple) else (pcolls, ())
         failed: list[Any] = []
-        sources = self.source_counts
-        if sources is None:  # applied on its own: count what enters
-            sources = [[f"step.{step.name}.in"]] + [[f"step.{step.name}.in.{j.alias}"] for j in step.joins]
-            primary = count(primary, "Count in", sources[0][0])
-            others = tuple(count(o, f"Count in {j.alias}", c[0])
-                           for o, j, c in zip(others, step.joins, sources[1:], strict=True))
+        given = self.source_counts or [None] * (1 + len(step.joins))
+        sources = [c if c is not None else [f"step.{step.name}.in"] for c in given[:1]]
+        sources += [c if c is not None else [f"step.{step.name}.in.{j.alias}"] for c, j in zip(
+            given[1:], step.joins, strict=True)]
+        if given[0] is None:
+            live = f"rows_read.{step.source}@{step.name}"
+            if self._evaluates_first():  # counted by that DoFn: no extra step on the hot path
+                self._count_in = (sources[0][0], live)
+            else:
+                primary = count(primary, "Count in", sources[0][0], live)
+        others = tuple(
+            o if c is not None else count(o, f"Count in {j.alias}", s[0], f"rows_read.{j.source}@{step.name}")
+            for o, c, s, j in zip(others, given[1:], sources[1:], step.joins, strict=True))
         acct = self._acct = StepAccounts(self.ledger, step.name, sources[0])
         rows = self._event_time(primary, step.timestamp_by, "Timestamp by", failed)
         if step.timestamp_by is not None and _is_streaming(primary):
@@ -183,9 +203,19 @@ class SelectStepTransform(beam.PTransform):
             return rows | f"{label} (arrival time)" >> beam.ParDo(_ArrivalTime())
         return rows
 
+    def _evaluates_first(self) -> bool:
+        """Whether the step's first per-row operation is its WHERE or SELECT ``EvaluateDoFn``."""
+        s = self.step
+        if (s.timestamp_by is not None or (self.reads_input and s.needs_event_time) or s.source_key is not None
+                or s.uses_timestamp or s.analytic or any(c.phase == "where" for c in s.calls)):
+            return False
+        later = any(c.phase in ("select", "group") for c in s.calls) or s.grouping is not None
+        return not later or s.where is not None
+
     def _evaluate(self, rows, label: str, fn: CompiledFunction, failed: list, out: str | None = None):
         filtered = self._acct.filtered(label)
-        out = rows | label >> beam.ParDo(EvaluateDoFn(self.step.name, fn, filtered, out)).with_outputs(
+        count_in, self._count_in = self._count_in, None
+        out = rows | label >> beam.ParDo(EvaluateDoFn(self.step.name, fn, filtered, out, count_in)).with_outputs(
             FAILED, main=ROWS)
         failed.append(out[FAILED])
         return out[ROWS]
@@ -562,15 +592,10 @@ class AsaQuery(beam.PTransform):
             missing = [n for n in plan.inputs if n.lower() not in sources]
             if missing:
                 raise QueryError(f"no PCollection given for input(s): {', '.join(missing)}")
-        # Row accounting: every input's rows are counted as they enter (progress shows them live);
-        # a step's rows entering are its source's rows out (a union's: its parts').
+        # Row accounting: a step reading an input counts the rows entering it (and reports them
+        # live); a step reading a step starts from that step's rows out (a union's: its parts').
         ledger = Ledger()
-        counted: dict[str, list[str]] = {}
-        for name in list(sources):
-            label = next((n for n in plan.inputs if n.lower() == name), name)
-            counted[name] = [f"query.input.{label}.rows"]
-            sources[name] = sources[name] | f"Count {label}" >> beam.ParDo(
-                CountRows(counted[name][0], live=f"rows_read.{label}"))
+        counted: dict[str, list[str] | None] = dict.fromkeys(sources)
         computed: dict[str, Any] = dict(sources)
         failed: list[Any] = []
         for step in plan.steps:
@@ -580,8 +605,13 @@ class AsaQuery(beam.PTransform):
                 terms = [counted[step.source.lower()], *(counted[j.source.lower()] for j in step.joins)]
                 if step.joins:
                     src = (src, *(computed[j.source.lower()] for j in step.joins))
-                out = src | step.name >> SelectStepTransform(
-                    step, self.functions, reads_input, self.ordering, ledger, terms)
+                transform = SelectStepTransform(step, self.functions, reads_input, self.ordering, ledger, terms)
+                out = src | step.name >> transform
+                record = ledger.steps[step.name]
+                for source, term in zip(step.sources, [record.ins[0], *record.ins[1:]], strict=True):
+                    if source.lower() in sources:
+                        name = next(n for n in plan.inputs if n.lower() == source.lower())
+                        ledger.inputs.setdefault(name, []).append(term)
                 failed.append(out[FAILED])
                 computed[step.name.lower()] = out[ROWS]
                 counted[step.name.lower()] = [f"step.{step.name}.out"]
