@@ -18,6 +18,7 @@ setup(
         "fastavro>=1.9",
         "PyYAML>=6",
         "quickjs-ng>=0.17,<0.18",
+        "msgspec>=0.18,<1",
     ],
     extras_require={
         # The real Azure ML inference server and what the bundled model needs.
@@ -29,7 +30,7 @@ setup(
             "numpy>=1.26",
         ],
         "tune": ["matplotlib>=3.8"],
-        "test": ["pytest>=8", "ruff>=0.6"],
+        "test": ["pytest>=8", "ruff>=0.6", "hypothesis>=6.100,<7"],
     },
     entry_points={"console_scripts": ["asa-beam=pipelines.cli:main"]},
 )
