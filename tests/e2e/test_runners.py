@@ -162,3 +162,11 @@ def test_worker_processes_do_not_log_to_the_terminal(tmp_path):
     assert "written  result: 20 rows" in proc.stdout
     for chatter in ("INFO", "sdk harness", "semi_persistent_directory", "Control channel"):
         assert chatter not in proc.stderr
+
+
+def test_workers_run_on_the_multi_process_fnapi_runner_and_not_in_streaming():
+    runner = runners.make_runner(runners.pipeline_options([], workers=2))
+    assert isinstance(runner, runners.MultiProcessRunner) and runner.log_path is not None
+    assert runners.make_runner(runners.pipeline_options([], workers=2, verbose=True)).log_path is None
+    with pytest.raises(Exception, match="streaming jobs run in one process"):
+        runners.make_runner(runners.pipeline_options([], streaming=True, workers=2))

@@ -150,3 +150,29 @@ def test_asa_beam_run_exits_4_naming_the_step_when_rows_vanish(tmp_path, monkeyp
     message = ("step Select into result: rows: 10 in, but out 5 + filtered by Select 0 + dead letters 0 = 5 "
                "(5 rows unaccounted for)")
     assert message in captured.err and message in captured.out
+
+
+def _corpus_outputs(tmp: Path, options: list[str]) -> dict[str, list[str]]:
+    """Every golden query in one pipeline; each output's rows as sorted JSON text."""
+    import json
+
+    registry = corpus_registry()
+    p = beam.Pipeline(runner="FnApiRunner", options=PipelineOptions(options))
+    for path in CORPUS_FILES:
+        plan = lower(parse(path.read_text()), registry)
+        inputs = {n: p | f"{path.stem}: create {n}" >> beam.Create(ROWS_IN) for n in plan.inputs}
+        out = inputs | path.stem >> AsaQuery(plan, registry)
+        for name, pcoll in out.items():
+            (pcoll | f"{path.stem}: json {name}" >> beam.Map(lambda r: json.dumps(r, sort_keys=True, default=str))
+             | f"{path.stem}: write {name}" >> beam.io.WriteToText(str(tmp / path.stem / name)))
+    p.run().wait_until_finish()
+    return {f"{d.name}/{f.name.split('-')[0]}": sorted(line for f2 in d.glob(f"{f.name.split('-')[0]}-*")
+                                                      for line in f2.read_text().splitlines())
+            for d in tmp.iterdir() for f in d.iterdir()}
+
+
+def test_golden_queries_on_two_worker_processes_give_the_single_process_results(tmp_path):
+    one = _corpus_outputs(tmp_path / "one", [])
+    two = _corpus_outputs(tmp_path / "two", ["--direct_running_mode=multi_processing", "--direct_num_workers=2"])
+    assert len(one) >= len(CORPUS_FILES) and any(one.values())
+    assert two == one
