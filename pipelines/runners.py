@@ -71,9 +71,11 @@ def pipeline_options(argv: Sequence[str] = (), streaming: bool = False, workers:
         direct = options.view_as(DirectOptions)
         direct.direct_num_workers = workers
         direct.direct_running_mode = "multi_processing"
-    if not verbose and options.view_as(WorkerOptions).default_sdk_harness_log_level is None:
-        # SDK worker processes log at INFO to the driver's terminal otherwise.
-        options.view_as(WorkerOptions).default_sdk_harness_log_level = "WARNING"
+    worker = options.view_as(WorkerOptions)
+    if worker.default_sdk_harness_log_level is None:
+        # SDK worker processes log at INFO to the driver's terminal unless told otherwise
+        # (MultiProcessRunner also sends their own stderr to a file unless verbose).
+        worker.default_sdk_harness_log_level = "INFO" if verbose else "WARNING"
     return options
 
 
