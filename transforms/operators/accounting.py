@@ -19,11 +19,10 @@ their neighbours. ``check`` runs after the run on the runner's metrics (summed a
 processes by the runner).
 
     >>> ledger = Ledger()
-    >>> ledger.add_step("S", ins=["query.input.in.rows"])
-    >>> ledger.balance("S", "rows", ["query.input.in.rows"], [("out", "step.S.out"), ("filtered", "step.S.filtered")])
-    >>> ledger.check({"query.input.in.rows": 10, "step.S.out": 7, "step.S.filtered": 3})
+    >>> ledger.balance("S", "rows", ["step.S.in"], [("out", "step.S.out"), ("filtered", "step.S.filtered")])
+    >>> ledger.check({"step.S.in": 10, "step.S.out": 7, "step.S.filtered": 3})
     []
-    >>> ledger.check({"query.input.in.rows": 10, "step.S.out": 6, "step.S.filtered": 3})[0].message()
+    >>> ledger.check({"step.S.in": 10, "step.S.out": 6, "step.S.filtered": 3})[0].message()
     'step S: rows: 10 in, but out 6 + filtered 3 = 9 (1 row unaccounted for)'
 """
 

@@ -137,7 +137,8 @@ class SelectStepTransform(beam.PTransform):
             given[1:], step.joins, strict=True)]
         if given[0] is None:
             live = f"rows_read.{step.source}@{step.name}"
-            if self._evaluates_first():  # counted by that DoFn: no extra step on the hot path
+            if step.timestamp_by is not None or self._evaluates_first():
+                # counted by the step's first DoFn (TIMESTAMP BY, or WHERE/SELECT): no extra DoFn
                 self._count_in = (sources[0][0], live)
             else:
                 primary = count(primary, "Count in", sources[0][0], live)
@@ -193,8 +194,9 @@ class SelectStepTransform(beam.PTransform):
     def _event_time(self, rows, timestamp_by, label: str, failed: list):
         if timestamp_by is not None:
             kind = AssignTimestampLateDoFn if _is_streaming(rows) else AssignTimestampDoFn
+            count_in, self._count_in = self._count_in, None
             out = rows | label >> beam.ParDo(
-                kind(self.step.name, compile_value(timestamp_by), self.ordering)
+                kind(self.step.name, compile_value(timestamp_by), self.ordering, count_in)
             ).with_outputs(FAILED, main=ROWS)
             failed.append(out[FAILED])
             return out[ROWS]
@@ -343,11 +345,29 @@ class AssignTimestampDoFn(beam.DoFn):
     """TIMESTAMP BY: the row's event time becomes its Beam timestamp; a NULL or bad time is a row error;
     late events are adjusted or dead-lettered per the EventOrdering policy."""
 
-    def __init__(self, step: str, fn: CompiledFunction, ordering: EventOrdering | None = None):
+    def __init__(self, step: str, fn: CompiledFunction, ordering: EventOrdering | None = None,
+                 rows_in: tuple[str, str] | None = None):
         self._step = step
         self._compiled = fn
         self._ordering = ordering or EventOrdering()
         self._late = beam.metrics.Metrics.counter("asa", f"step.{step}.late_events")
+        # (counter, live progress name) of the rows entering the step, when this DoFn is its first
+        self._in = (beam.metrics.Metrics.counter("asa", rows_in[0]), rows_in[1]) if rows_in else None
+
+    def start_bundle(self):
+        self._n_in = self._reported = 0
+
+    def finish_bundle(self):
+        if self._n_in and self._in is not None:
+            self._in[0].inc(self._n_in)
+            progress.add(self._in[1], self._n_in - self._reported)
+        self._n_in = self._reported = 0
+
+    def _count_in(self) -> None:
+        self._n_in += 1
+        if self._n_in - self._reported >= progress.EVERY:
+            progress.add(self._in[1], self._n_in - self._reported)
+            self._reported = self._n_in
 
     def setup(self):
         self._fn = self._compiled.fn
@@ -366,6 +386,8 @@ class AssignTimestampDoFn(beam.DoFn):
 
     def process(self, row):
         # Batch: bounded reads carry no arrival time, so no event can be late.
+        if self._in is not None:
+            self._count_in()
         try:
             _, event = self.event_time(row)
         except RowError as e:
@@ -378,6 +400,8 @@ class AssignTimestampLateDoFn(AssignTimestampDoFn):
     """TIMESTAMP BY in streaming: also applies the late-arrival policy against the arrival time."""
 
     def process(self, row, arrival=beam.DoFn.TimestampParam):
+        if self._in is not None:
+            self._count_in()
         try:
             when, event = self.event_time(row)
         except RowError as e:
