@@ -84,6 +84,20 @@ def test_join_apply_and_group_by_rows_are_accounted_for_by_hand():
     assert counters["step.Select into o.join1.left_in"] == 12
     assert counters["step.Select into o.join1.out"] == 12
     assert counters["step.Select into o.group.in"] == 12 and counters["step.Select into o.group.out"] == 2
+    assert counters["step.Select into o.join1.matched"] == 12 and "step.Select into o.join1.unmatched" not in counters
+
+
+def test_reference_join_counts_matched_and_unmatched_stream_rows():
+    rows = [{"k": i % 3} for i in range(12)]
+    for kind, written in (("JOIN", 4), ("LEFT OUTER JOIN", 12)):
+        q = f"SELECT i.k, r.name INTO o FROM i {kind} r ON i.k = r.k"
+        ledger, counters, bad = run_query(q, {"i": rows, "r": [{"k": 1, "name": "one"}]}, reference_inputs=["r"])
+        assert bad == []
+        # By hand: 4 rows have k = 1 (matched); 8 do not (INNER drops them, LEFT keeps them).
+        assert counters["step.Select into o.join1.matched"] == 4
+        assert counters["step.Select into o.join1.unmatched"] == 8
+        assert counters["step.Select into o.out"] == written
+        assert any(b.what.endswith("stream rows") for b in ledger.balances)
 
 
 class _DropsEveryThirdRow(beam.PTransform):

@@ -237,7 +237,16 @@ class SelectStepTransform(beam.PTransform):
         right_key = compile_args(join.right_keys)
         residual = _PairPredicate(compile_predicate_3vl(join.residual), join.key) if join.residual is not None else None
         if join.reference:
-            out = rows | label >> ReferenceJoin(other, left_key, right_key, join.kind, residual, self.step.name)
+            prefix = acct.name(f"join{index}")
+            out = rows | label >> ReferenceJoin(other, left_key, right_key, join.kind, residual, self.step.name,
+                                                counters=prefix)
+            # Each stream row matches reference rows, or none (LEFT keeps it, INNER drops it), or fails.
+            acct.ledger.balance(self.step.name, f"{label}: stream rows", [left_in], [
+                ("matched", f"{prefix}.matched"), ("unmatched", f"{prefix}.unmatched"),
+                ("dead letters", f"{prefix}.lookup_dead")])
+            acct.record.details += [(f"{label}: rows matched", f"{prefix}.matched"),
+                                    (f"{label}: rows unmatched" + (" (kept)" if join.kind == "left" else " (dropped)"),
+                                     f"{prefix}.unmatched")]
         else:
             unit, lo, hi = join.bound
             bound = TimeBound.between(unit, lo, hi)
