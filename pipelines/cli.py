@@ -2,6 +2,10 @@
 
     asa-beam run JOB.yaml [--input NAME=PATH] [--output NAME=PATH] [--workers N] [--report DIR]
                  [--quiet] [Beam options, e.g. --runner FlinkRunner]
+    asa-beam run|check|explain PROJECT [--parameters FILE] [--function-endpoint NAME=URL] [--function-key NAME=ENV_VAR]
+        (PROJECT: a folder with asaproj.json, the asaproj.json, a *.asaproj, or an ARM template)
+    asa-beam import PROJECT -o job.yaml
+    asa-beam test PROJECT [--config test/testConfig.json] [--output-dir DIR]
     asa-beam run JOB.yaml --streaming [--poll-interval S] [--stop-after-idle S]
     asa-beam check JOB.yaml
     asa-beam explain JOB.yaml [--format text|mermaid|dot]
@@ -14,6 +18,7 @@ Exit codes: 0 when the job ran (even with dead-lettered rows); 2 for a bad job, 
 function configuration (one paragraph, no traceback); 3 when an endpoint stopped the job;
 4 when the job ran but its rows do not add up (row accounting: a step lost or duplicated rows
 without a trace; the summary names the step and the numbers).
+``test``: 0 all test cases passed, 1 a test case failed, 2 and 3 as above.
 """
 
 from __future__ import annotations
@@ -70,7 +75,7 @@ def configure_logging(verbose: bool) -> None:
 # Before anything imports Beam: it logs a warning on import (apitools), through the root logger.
 configure_logging("--verbose" in sys.argv)
 
-from transforms.errors import AsaError, EndpointConfigError  # noqa: E402
+from transforms.errors import AsaError, EndpointConfigError, JobConfigError  # noqa: E402
 
 EXIT_BAD_JOB = 2
 EXIT_ENDPOINT = 3
@@ -86,8 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a job (unknown options go to Beam)", parents=[verbose])
     run.add_argument("job")
-    run.add_argument("--input", action="append", default=[], metavar="NAME=PATH")
-    run.add_argument("--output", action="append", default=[], metavar="NAME=PATH")
+    _project_options(run)
     run.add_argument("--quiet", action="store_true", help="no progress line, no summary")
     run.add_argument("--workers", type=_workers, default=1, metavar="N",
                      help="run on N SDK worker processes (Beam's FnApiRunner, multi-process; default 1)")
@@ -108,11 +112,24 @@ def _parser() -> argparse.ArgumentParser:
                            ("explain", "print the plan and the PTransforms it becomes, or draw the job")):
         c = sub.add_parser(name, help=helptext, parents=[verbose])
         c.add_argument("job")
+        _project_options(c)
         if name == "explain":
-            explain = c
-    explain.add_argument("--format", choices=("text", "mermaid", "dot"), default="text",
-                         help="text: plan and PTransforms; mermaid / dot: a diagram of inputs, steps, "
-                              "outputs and function calls")
+            c.add_argument("--format", choices=("text", "mermaid", "dot"), default="text",
+                           help="text: plan and PTransforms; mermaid / dot: a diagram of inputs, steps, "
+                                "outputs and function calls")
+    imp = sub.add_parser("import", help="write the job.yaml equivalent to an ASA project or ARM template",
+                         parents=[verbose])
+    imp.add_argument("job", metavar="PROJECT")
+    imp.add_argument("-o", "--out", required=True, metavar="JOB.yaml")
+    _project_options(imp)
+    test = sub.add_parser("test", help="run a project's unit tests (azure-streamanalytics-cicd test format)",
+                          parents=[verbose])
+    test.add_argument("job", metavar="PROJECT")
+    test.add_argument("--config", metavar="FILE", help="the test configuration (default: test/testConfig.json)")
+    test.add_argument("--output-dir", metavar="DIR", help="where outputs and testResultSummary.json go")
+    test.add_argument("--parameters", metavar="FILE", help="ARM parameters file (default: beside the template)")
+    test.add_argument("--function-endpoint", action="append", default=[], metavar="NAME=URL")
+    test.add_argument("--function-key", action="append", default=[], metavar="NAME=ENV_VAR")
     sub.add_parser("serve-model", help="start the local Azure ML inference server", add_help=False)
     sub.add_parser("tune-batch", help="probe an endpoint to choose batch_size", add_help=False)
     return p
@@ -123,6 +140,24 @@ def _workers(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
     return value
+
+
+def _project_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--input", action="append", default=[], metavar="NAME=PATH")
+    p.add_argument("--output", action="append", default=[], metavar="NAME=PATH")
+    p.add_argument("--parameters", metavar="FILE", help="ARM parameters file (default: <template>.parameters.json)")
+    p.add_argument("--function-endpoint", action="append", default=[], metavar="NAME=URL",
+                   help="call Azure ML function NAME at URL (e.g. asa-beam serve-model)")
+    p.add_argument("--function-key", action="append", default=[], metavar="NAME=ENV_VAR",
+                   help="the key of function NAME is in environment variable ENV_VAR (never the key itself)")
+
+
+def _load(args: argparse.Namespace):
+    """The job of a job.yaml, an ASA project or an ARM template, with the command line's overrides."""
+    from pipelines.project import load
+
+    return load(args.job, parameters=args.parameters, inputs=args.input, outputs=args.output,
+                function_endpoints=args.function_endpoint, function_keys=args.function_key)
 
 
 def _positive(text: str) -> float:
@@ -154,9 +189,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command != "run" and beam_args:
         _parser().error(f"unrecognized arguments: {' '.join(beam_args)}")
     if args.command == "check":
-        return _guard(lambda: _check(args.job))
+        return _guard(lambda: _check(args))
     if args.command == "explain":
-        return _guard(lambda: _explain(args.job, args.format))
+        return _guard(lambda: _explain(args))
+    if args.command == "import":
+        return _guard(lambda: _import(args))
+    if args.command == "test":
+        from pipelines.project.testconfig import main as test_main
+
+        return _guard(lambda: test_main(args))
     return _guard(lambda: _run(args, beam_args))
 
 
@@ -171,34 +212,37 @@ def _guard(action) -> int:
         return EXIT_BAD_JOB
 
 
-def _check(job_path: str) -> int:
-    from pipelines.job import load_job
-
-    job = load_job(job_path)
+def _check(args: argparse.Namespace) -> int:
+    job = _load(args)
     plan = job.check()
+    for note in job.notes:
+        print(f"note: {note}")
     print(f"OK: {job.path.name}: {len(plan.inputs)} input(s) read ({', '.join(plan.inputs)}), "
           f"{len(plan.steps)} step(s), output(s) {', '.join(plan.output_names())}"
           + (f", functions {', '.join(plan.functions_used())}" if plan.functions_used() else ""))
     return 0
 
 
-def _explain(job_path: str, fmt: str = "text") -> int:
-    from pipelines.job import load_job
+def _explain(args: argparse.Namespace) -> int:
     from pipelines.report import diagram
     from pipelines.run import describe_pipeline
 
-    job = load_job(job_path)
+    job = _load(args)
     job.check()
+    fmt = args.format
+    for note in job.notes:  # a diagram on stdout stays a valid diagram
+        print(f"note: {note}", file=sys.stdout if fmt == "text" else sys.stderr)
     print(describe_pipeline(job) if fmt == "text" else diagram(job, fmt), end="" if fmt != "text" else "\n")
     return 0
 
 
 def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
-    from pipelines.job import load_job
     from pipelines.run import Streaming, check_inputs, format_summary, run_job
 
-    job = load_job(args.job, args.input, args.output)
+    job = _load(args)
     job.check()  # every configuration problem before any data is read
+    for note in job.notes:
+        print(f"asa-beam: note: {note}", file=sys.stderr)
     streaming = Streaming(args.poll_interval, args.stop_after_idle) if args.streaming else None
     check_inputs(job, streaming)
     from pipelines.progress import ProgressLine
@@ -227,6 +271,30 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
         print("asa-beam: row accounting failed: rows were lost or duplicated without a trace:\n  "
               + "\n  ".join(summary.imbalances), file=sys.stderr)
         return EXIT_ACCOUNTING
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pipelines.project import kind_of, translate, write_job_file
+
+    if kind_of(Path(args.job).absolute()) == "job":
+        raise JobConfigError(f"{args.job} is already a job file")
+    out = Path(args.out)
+    t = translate(args.job, args.parameters, args.input, args.output,
+                  output_root=out.absolute().parent / "LocalRunOutputs")
+    if args.function_endpoint or args.function_key:
+        from pipelines.job import function_overrides
+
+        t.doc["functions"] = function_overrides(t.doc.get("functions") or {}, args.function_endpoint,
+                                                args.function_key)
+    write_job_file(t, out)
+    print(f"wrote {out} ({t.kind} project {t.source})")
+    for note in t.notes:
+        print(f"note: {note}")
+    for message in t.unavailable.values():
+        print(f"note: {message}")
     return 0
 
 
