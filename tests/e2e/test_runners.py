@@ -170,3 +170,21 @@ def test_workers_run_on_the_multi_process_fnapi_runner_and_not_in_streaming():
     assert runners.make_runner(runners.pipeline_options([], workers=2, verbose=True)).log_path is None
     with pytest.raises(Exception, match="streaming jobs run in one process"):
         runners.make_runner(runners.pipeline_options([], streaming=True, workers=2))
+
+
+def test_a_runner_without_metrics_is_said_so_not_printed_as_zeros(tmp_path):
+    from pipelines.job import load_job
+    from pipelines.report import summary_json
+    from pipelines.run import collect_metrics, format_summary
+
+    class NoMetrics:  # what Beam's DaskRunner result does (runners.md: dask_runner.py:161-163)
+        def metrics(self):
+            raise NotImplementedError("collecting metrics will come later!")
+
+    summary = collect_metrics(NoMetrics())
+    assert not summary.metrics_available and summary.imbalances == []
+    job = load_job(str(simple_job(tmp_path)))
+    text = format_summary(job, summary)
+    assert "the runner reported no metrics" in text and "row accounting was not checked" in text
+    assert "0 rows" not in text
+    assert summary_json(job, summary)["metrics_available"] is False
