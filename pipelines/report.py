@@ -73,7 +73,9 @@ def graph(job: Job, summary: Any = None) -> tuple[list[Node], list[Edge]]:
         lines = [step.name]
         if counters is not None and record is not None:
             out = sum(value(counters, c) for c in record.out)
-            lines.append(f"{sum(value(counters, c) for c in record.ins):,} in → {out:,} out")
+            joined = "".join(f" (+{sum(value(counters, c) for c in terms):,} from {alias})"
+                             for alias, terms in record.joined)
+            lines.append(f"{sum(value(counters, c) for c in record.ins):,} in{joined} → {out:,} out")
             filtered = sum(v for k, v in counters.items()
                            if k.startswith(f"step.{step.name}.") and k.endswith(".filtered"))
             dead = sum(value(counters, c) for c in record.dead)

@@ -233,6 +233,7 @@ def step_counts(ledger: Ledger, counters: dict[str, int]) -> list[dict[str, Any]
         out.append({
             "step": record.name,
             "in": sum(value(counters, n) for n in record.ins),
+            "joined": {alias: sum(value(counters, n) for n in terms) for alias, terms in record.joined},
             "out": sum(value(counters, n) for n in record.out),
             "filtered": sum(v for k, v in counters.items() if k.startswith(prefix) and k.endswith(".filtered")),
             "dead_letters": sum(value(counters, n) for n in record.dead),
@@ -244,7 +245,8 @@ def step_counts(ledger: Ledger, counters: dict[str, int]) -> list[dict[str, Any]
 def format_steps(ledger: Ledger, counters: dict[str, int]) -> list[str]:
     lines = ["  rows per step (in -> out; filtered by WHERE/HAVING; dead-lettered):"]
     for s in step_counts(ledger, counters):
-        line = f"    {s['step']}: {s['in']} -> {s['out']}"
+        joined = "".join(f" (+{n} from {alias})" for alias, n in s["joined"].items())
+        line = f"    {s['step']}: {s['in']}{joined} -> {s['out']}"
         extra = [f"{k} {s[k]}" for k in ("filtered",) if s[k]] + (
             [f"dead-lettered {s['dead_letters']}"] if s["dead_letters"] else [])
         extra += [f"{label} {v}" for label, v in s["details"].items()]

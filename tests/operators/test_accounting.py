@@ -190,3 +190,17 @@ def test_golden_queries_on_two_worker_processes_give_the_single_process_results(
     two = _corpus_outputs(tmp_path / "two", ["--direct_running_mode=multi_processing", "--direct_num_workers=2"])
     assert len(one) >= len(CORPUS_FILES) and any(one.values())
     assert two == one
+
+
+def test_a_join_reading_a_union_balances_and_counts_each_source():
+    rows = [{"k": i % 3, "v": i} for i in range(12)]
+    q = """WITH a AS (SELECT k, v FROM i WHERE v < 6), b AS (SELECT k, v FROM i WHERE v >= 6),
+    u AS (SELECT * FROM a UNION SELECT * FROM b)
+    SELECT u.v, r.name INTO o FROM u JOIN r ON u.k = r.k"""
+    ledger, counters, bad = run_query(q, {"i": rows, "r": [{"k": 1, "name": "one"}]}, reference_inputs=["r"])
+    assert bad == []
+    step = ledger.steps["Select into o"]
+    # By hand: the union gives all 12 rows (6 + 6); the 4 with k = 1 match the one reference row.
+    assert sum(counters[c] for c in step.ins) == 12
+    assert [(alias, sum(counters[c] for c in terms)) for alias, terms in step.joined] == [("r", 1)]
+    assert counters["step.Select into o.out"] == 4

@@ -70,7 +70,8 @@ class StepRecord:
     """The counters that describe one step in the summary."""
 
     name: str
-    ins: list[str] = field(default_factory=list)  # rows entering (main source, then joined sources)
+    ins: list[str] = field(default_factory=list)  # rows entering from the main source
+    joined: list[tuple[str, list[str]]] = field(default_factory=list)  # (alias, counters) of each JOIN's source
     out: list[str] = field(default_factory=list)  # rows leaving (a union's = its parts')
     details: list[tuple[str, str]] = field(default_factory=list)  # (label, counter) shown as they are
     dead: list[str] = field(default_factory=list)  # counters of the step's dead letters
@@ -210,7 +211,7 @@ class StepAccounts:
 
     def side(self, failed: list, source: Sequence[str], into: str, label: str) -> None:
         """A joined source: its rows reach the join (counted by ``into``) or are dead-lettered."""
-        self.record.ins.extend(source)
+        self.record.joined.append((label, list(source)))
         dead = self.claim(failed, f"{label.lower().replace(' ', '_')}.side")
         self.ledger.balance(self.step, f"rows of {label}", source,
                             [(label, into), *([("dead letters", dead)] if dead else [])])

@@ -244,17 +244,17 @@ class SelectStepTransform(beam.PTransform):
             acct.ledger.balance(self.step.name, f"{label}: stream rows", [left_in], [
                 ("matched", f"{prefix}.matched"), ("unmatched", f"{prefix}.unmatched"),
                 ("dead letters", f"{prefix}.lookup_dead")])
-            acct.record.details += [(f"{label}: rows matched", f"{prefix}.matched"),
-                                    (f"{label}: rows unmatched" + (" (kept)" if join.kind == "left" else " (dropped)"),
+            acct.record.details += [(f"{label}: matched", f"{prefix}.matched"),
+                                    (f"{label}: unmatched" + (" (kept)" if join.kind == "left" else " (dropped)"),
                                      f"{prefix}.unmatched")]
         else:
+            acct.record.details += [(f"{label}: rows in", left_in), (f"{label}: {join.alias} rows in", right_in)]
             unit, lo, hi = join.bound
             bound = TimeBound.between(unit, lo, hi)
             out = (rows, other) | label >> IntervalJoin(left_key, right_key, bound, join.kind, residual, self.step.name)
         failed.append(out[FAILED])
         acct.operator(failed, f"join{index}")
-        acct.record.details += [(f"{label}: rows in (left)", left_in), (f"{label}: rows in ({join.alias})", right_in),
-                                (f"{label}: rows out", joined)]
+        acct.record.details.append((f"{label}: rows out", joined))
         acct.begin(joined, label)
         merged = out[ROWS] | f"{label}: merge" >> beam.Map(_merge_pair, join.key)
         return count(merged, f"{label}: count out", joined)
@@ -641,10 +641,11 @@ class AsaQuery(beam.PTransform):
                 transform = SelectStepTransform(step, self.functions, reads_input, self.ordering, ledger, terms)
                 out = src | step.name >> transform
                 record = ledger.steps[step.name]
-                for source, term in zip(step.sources, [record.ins[0], *record.ins[1:]], strict=True):
+                entering = [record.ins, *(terms for _, terms in record.joined)]
+                for source, terms in zip(step.sources, entering, strict=True):
                     if source.lower() in sources:
                         name = next(n for n in plan.inputs if n.lower() == source.lower())
-                        ledger.inputs.setdefault(name, []).append(term)
+                        ledger.inputs.setdefault(name, []).extend(terms)
                 failed.append(out[FAILED])
                 computed[step.name.lower()] = out[ROWS]
                 counted[step.name.lower()] = [f"step.{step.name}.out"]
