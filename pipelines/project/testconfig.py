@@ -19,9 +19,13 @@ JSON lines, concatenated objects, or CSV.
 
 One line per test case and a total are printed; ``testResultSummary.json`` (the tool's shape:
 ``Total, Passed, Failed, Script, Results[{Name, Status, Time, OutputMatched, OutputNotEqual,
-OutputMissing, OutputUnexpected, OutputUnrequired}], Time``) is written to the output folder.
+OutputMissing, OutputUnexpected, OutputUnrequired, DeadLetters, RowAccounting}], Time``) is written to the output folder.
+A case whose run fails the row accounting (``pipelines.run.run_job``: a step lost or
+duplicated rows without a trace) fails even when its outputs match: its line names the step
+and the numbers, and its result has ``RowAccounting {Checked, Ok, Errors}``.
 Exit codes: 0 every case passed; 1 a case failed; 2 a bad project, test configuration or
-query (nothing run); 3 an endpoint refused the calls (wrong URL or key).
+query (nothing run); 3 an endpoint refused the calls (wrong URL or key); 4 a case's row
+accounting failed (whatever the other cases did).
 
 Source: learn.microsoft.com/azure/stream-analytics/cicd-tools (the ``test`` command).
 """
@@ -79,17 +83,23 @@ class CaseResult:
     unrequired: list[dict] = field(default_factory=list)
     dead_letters: dict[str, int] = field(default_factory=dict)  # reason → rows
     dead_letter_path: str | None = None
+    # Row accounting (pipelines.run.run_job's check): one message per step whose rows do not add
+    # up; a case with any fails, even when its outputs match. None: the runner gave no metrics.
+    imbalances: list[str] | None = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
-        return not self.not_equal and not self.missing
+        return not self.not_equal and not self.missing and not self.imbalances
 
     def to_json(self) -> dict[str, Any]:
         return {"Name": self.name, "Status": 0 if self.passed else 1, "Time": round(self.seconds, 3),
                 "OutputMatched": self.matched, "OutputNotEqual": self.not_equal, "OutputMissing": self.missing,
                 "OutputUnexpected": self.unexpected, "OutputUnrequired": self.unrequired,
                 "DeadLetters": {"Rows": sum(self.dead_letters.values()), "ByReason": self.dead_letters,
-                                "Path": self.dead_letter_path}}
+                                "Path": self.dead_letter_path},
+                "RowAccounting": {"Checked": self.imbalances is not None,
+                                  "Ok": None if self.imbalances is None else not self.imbalances,
+                                  "Errors": list(self.imbalances or [])}}
 
 
 def _required(value: Any) -> bool:
@@ -179,7 +189,8 @@ def run_case(project: Project, case: TestCase, out_dir: Path, function_endpoints
     job.check()
     summary = run_job(job, [])
     result = CaseResult(case.name, dead_letters={k: v for k, v in summary.prefixed("dead_letter.").items() if v},
-                        dead_letter_path=job.dead_letter.path + "-*")
+                        dead_letter_path=job.dead_letter.path + "-*",
+                        imbalances=list(summary.imbalances) if summary.metrics_available else None)
     written = {n.lower(): n for n in job.plan().output_names()}
     listed = set()
     for e in case.expected:
@@ -221,6 +232,8 @@ def describe(result: CaseResult) -> list[str]:
     if result.passed:
         return [f"PASS  {result.name}: {len(result.matched)} output(s) matched ({result.seconds:.1f} s){extra}"]
     lines = [f"FAIL  {result.name} ({result.seconds:.1f} s){extra}"]
+    for m in result.imbalances or []:
+        lines.append(f"      ROW ACCOUNTING FAILED (rows lost or duplicated without a trace): {m}")
     for m in result.missing:
         lines.append(f"      output '{m['OutputAlias']}': the query writes no such output")
     for n in result.not_equal:
@@ -262,6 +275,10 @@ def main(args) -> int:
         results.append(result)
         print("\n".join(describe(result)), flush=True)
     passed = sum(r.passed for r in results)
+    unchecked = [r.name for r in results if r.imbalances is None]
+    if unchecked:
+        print(f"asa-beam: warning: the runner reported no metrics, so the row accounting of "
+              f"{', '.join(unchecked)} was not checked")
     summary = {"Total": len(results), "Passed": passed, "Failed": len(results) - passed,
                "Script": str(project.query_file or project.source),
                "Results": [r.to_json() for r in results], "Time": round(time.monotonic() - started, 3)}
@@ -269,4 +286,8 @@ def main(args) -> int:
     (out_dir / "testResultSummary.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
     print(f"Total {len(results)}, passed {passed}, failed {len(results) - passed} "
           f"(summary: {out_dir / 'testResultSummary.json'})")
+    if any(r.imbalances for r in results):
+        from pipelines.cli import EXIT_ACCOUNTING  # the exit code of asa-beam run for the same failure
+
+        return EXIT_ACCOUNTING  # asa-beam itself lost rows: worse than a wrong expectation
     return EXIT_PASSED if passed == len(results) else EXIT_FAILED

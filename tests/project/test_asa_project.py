@@ -312,3 +312,44 @@ def test_function_endpoint_override_on_a_job_file_needs_no_env_var(tmp_path, mon
     job_file = Path(__file__).resolve().parents[2] / "pipelines" / "examples" / "ml" / "array_job.yaml"
     job = load(job_file, function_endpoints=["score=http://127.0.0.1:9/score"])
     assert job.functions_config["score"]["endpoint"] == "http://127.0.0.1:9/score"
+
+
+def test_a_case_whose_rows_do_not_add_up_fails_naming_the_step_even_when_outputs_match(
+        tmp_path, capsys, monkeypatch):
+    """A broken step that loses a row the query would filter anyway: every output still matches,
+    only the row accounting (pipelines.run.run_job) sees the loss — the case must fail, exit 4."""
+    import apache_beam as beam
+
+    from transforms.operators import compile as compile_module
+
+    project = dataops_project(tmp_path / "p")
+    # System.Timestamp() puts the step's _AttachTimestamp DoFn before WHERE (as in test_accounting).
+    (project / "streamanalytics-tech-sample.asaql").write_text(
+        "SELECT\n    * INTO bloboutput\nFROM\n    iothub\nWHERE Temperature > 27 AND System.Timestamp() IS NOT NULL\n")
+    assert main(["test", str(project), "--output-dir", str(tmp_path / "ok")]) == 0
+    ok = json.loads((tmp_path / "ok" / "testResultSummary.json").read_text())
+    assert ok["Results"][0]["RowAccounting"] == {"Checked": True, "Ok": True, "Errors": []}
+    capsys.readouterr()
+
+    real = compile_module._AttachTimestamp.process
+
+    def broken(self, row, ts=beam.DoFn.TimestampParam):  # loses messageId 2 (26.9, filtered anyway)
+        return () if row.get("messageId") == 2 else real(self, row, ts)
+
+    monkeypatch.setattr(compile_module._AttachTimestamp, "process", broken)
+    out = tmp_path / "results"
+    assert main(["test", str(project), "--output-dir", str(out)]) == 4
+    printed = capsys.readouterr().out
+    # By hand: hot.json has 3 rows; messageId 2 vanishes, 1 and 3 are written, none is filtered.
+    message = ("step Select into bloboutput: rows: 3 in, but out 2 + filtered by Select 0 + dead letters 0 = 2 "
+               "(1 row unaccounted for)")
+    assert re.search(r"^FAIL  temperature_greater_than_27_degrees .*\n +ROW ACCOUNTING FAILED .*"
+                     + re.escape(message), printed, re.M)
+    assert "PASS  temperature_less_than_27_degrees" in printed  # the other cases' rows add up
+    assert "Total 3, passed 2, failed 1" in printed
+    summary = json.loads((out / "testResultSummary.json").read_text())
+    assert (summary["Passed"], summary["Failed"]) == (2, 1)
+    bad = summary["Results"][0]
+    assert bad["Status"] == 1 and bad["OutputMatched"][0]["OutputAlias"] == "bloboutput"
+    assert bad["RowAccounting"] == {"Checked": True, "Ok": False, "Errors": [message]}
+    assert summary["Results"][1]["RowAccounting"]["Ok"] is True
