@@ -19,7 +19,8 @@ JSON lines, concatenated objects, or CSV.
 
 One line per test case and a total are printed; ``testResultSummary.json`` (the tool's shape:
 ``Total, Passed, Failed, Script, Results[{Name, Status, Time, OutputMatched, OutputNotEqual,
-OutputMissing, OutputUnexpected, OutputUnrequired, DeadLetters, RowAccounting}], Time``) is written to the output folder.
+OutputMissing, OutputUnexpected, OutputUnrequired, DeadLetters, RowAccounting}], Time``) is
+written to the output folder.
 A case whose run fails the row accounting (``pipelines.run.run_job``: a step lost or
 duplicated rows without a trace) fails even when its outputs match: its line names the step
 and the numbers, and its result has ``RowAccounting {Checked, Ok, Errors}``.

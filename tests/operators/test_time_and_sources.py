@@ -160,3 +160,91 @@ def test_aggregates_with_over_and_no_window():
         ]))
         assert_that(out.failed | beam.Map(lambda d: (d.row["x"], d.reason)),
                     equal_to([("zz", "aggregate_type_error")]), label="failed")
+
+
+TRIPS = [{"vendorid": 1, "fare": 2.0}, {"vendorid": 1, "fare": 3.0}, {"vendorid": 2, "fare": 1.0}]
+ARRIVED = dt.datetime(2024, 1, 1, 10, 20, tzinfo=UTC)
+
+
+def test_rows_without_a_timestamp_get_the_arrival_time_for_a_window_several_steps_later():
+    """Reported bug: a GROUP BY over a step that needs no time crashed (OverflowError): the rows of
+    beam.Create carry Beam's MIN_TIMESTAMP and only the step reading the input gave them an
+    arrival time, and only when it needed one. Every input row now arrives at one instant
+    (``arrival_time``; by default when the pipeline is built), whatever step reads time."""
+    windowed = """WITH big AS (SELECT vendorid, fare FROM input)
+                  SELECT vendorid, COUNT(*) AS n, SUM(fare) AS s, System.Timestamp() AS t
+                  INTO output FROM big GROUP BY vendorid, TumblingWindow(hour, 1)"""
+    unwindowed = """WITH big AS (SELECT vendorid, fare FROM input)
+                    SELECT vendorid, COUNT(*) AS n, System.Timestamp() AS t INTO output FROM big GROUP BY vendorid"""
+    passed_on = """WITH big AS (SELECT vendorid, fare FROM input), twice AS (SELECT * FROM big)
+                   SELECT vendorid, System.Timestamp() AS t INTO output FROM twice"""
+    hopping = """WITH big AS (SELECT vendorid FROM input)
+                 SELECT COUNT(*) AS n, System.Timestamp() AS t INTO output FROM big
+                 GROUP BY HoppingWindow(minute, 30, 15)"""
+    at = dict(arrival_time=ARRIVED)
+    with TestPipeline() as p:
+        src = p | beam.Create(TRIPS)
+        # By hand: 10:20 lies in the hour (10:00, 11:00]; vendor 1 has 2 rows (fare 5.0), vendor 2 one.
+        out = {"input": src} | "windowed" >> AsaQuery(windowed, **at)
+        assert_that(out["output"], equal_to([
+            {"vendorid": 1, "n": 2, "s": 5.0, "t": dt.datetime(2024, 1, 1, 11, tzinfo=UTC)},
+            {"vendorid": 2, "n": 1, "s": 1.0, "t": dt.datetime(2024, 1, 1, 11, tzinfo=UTC)}]), label="windowed")
+        # No window: one group per key over all input, at its latest event time (the arrival).
+        out = {"input": src} | "unwindowed" >> AsaQuery(unwindowed, **at)
+        assert_that(out["output"], equal_to([{"vendorid": 1, "n": 2, "t": ARRIVED},
+                                             {"vendorid": 2, "n": 1, "t": ARRIVED}]), label="unwindowed")
+        out = {"input": src} | "passed on" >> AsaQuery(passed_on, **at)
+        assert_that(out["output"], equal_to([{"vendorid": v, "t": ARRIVED} for v in (1, 1, 2)]), label="passed on")
+        # Hopping 30 min every 15: 10:20 is in (10:00, 10:30] and (10:15, 10:45].
+        out = {"input": src} | "hopping" >> AsaQuery(hopping, **at)
+        assert_that(out["output"], equal_to([{"n": 3, "t": dt.datetime(2024, 1, 1, 10, m, tzinfo=UTC)}
+                                             for m in (30, 45)]), label="hopping")
+        assert_that(out.failed, equal_to([]), label="no dead letters")
+
+
+def test_by_default_rows_without_a_timestamp_share_one_arrival_time_when_the_pipeline_is_built():
+    q = """WITH big AS (SELECT vendorid FROM input)
+           SELECT vendorid, COUNT(*) AS n, System.Timestamp() AS t INTO output FROM big GROUP BY vendorid"""
+    before = dt.datetime.now(UTC)
+
+    def check(lists):
+        found = lists[0]
+        assert sorted((r["vendorid"], r["n"]) for r in found) == [(1, 2), (2, 1)]
+        # one instant for all rows (both groups' latest time is it), taken while the pipeline ran
+        assert len({r["t"] for r in found}) == 1 and before <= found[0]["t"] <= dt.datetime.now(UTC)
+
+    with TestPipeline() as p:
+        out = {"input": p | beam.Create(TRIPS)} | AsaQuery(q)
+        assert_that(out["output"] | beam.combiners.ToList(), check)
+
+
+def test_asa_beam_run_windows_a_file_without_a_modification_time_at_the_run_time(tmp_path, capsys):
+    """The CLI path of the same bug: a file whose filesystem gives no modification time (mtime 0,
+    as some archives and reproducible builds leave it) has rows with no timestamp; the row
+    accounting must balance and no row be lost."""
+    import json
+    import os
+
+    from pipelines.cli import main
+
+    data = tmp_path / "in.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in TRIPS))
+    os.utime(data, (0, 0))
+    (tmp_path / "job.yaml").write_text(
+        "query: |\n  WITH big AS (SELECT vendorid, fare FROM input)\n"
+        "  SELECT vendorid, COUNT(*) AS n, System.Timestamp() AS t INTO output FROM big\n"
+        "  GROUP BY vendorid, TumblingWindow(hour, 1)\n"
+        "inputs:\n  input: {path: in.jsonl}\noutputs:\n  output: {path: out/output}\n")
+    before = dt.datetime.now(UTC)
+    assert main(["run", str(tmp_path / "job.yaml"), "--quiet"]) == 0
+    after = dt.datetime.now(UTC)
+    rows = [json.loads(line) for f in (tmp_path / "out").glob("output-*") for line in f.read_text().splitlines()]
+    assert sorted((r["vendorid"], r["n"]) for r in rows) == [(1, 2), (2, 1)]
+    # both groups in the one hour window holding the run's time: it ends at the next full hour
+    ends = {dt.datetime.fromisoformat(r["t"].replace("0Z", "+00:00")) for r in rows}
+    assert len(ends) == 1
+    end = ends.pop()
+    next_hour = after.replace(minute=0, second=0, microsecond=0) + dt.timedelta(hours=1)
+    assert end.minute == end.second == 0 and before < end <= next_hour
+    dead = [line for f in (tmp_path / "out").glob("dead_letter-*") for line in f.read_text().splitlines()]
+    assert dead == []

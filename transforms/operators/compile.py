@@ -118,7 +118,7 @@ class SelectStepTransform(beam.PTransform):
         super().__init__()
         self.step = step
         self.functions = functions
-        self.reads_input = reads_input
+        self.reads_input = reads_input  # kept for callers: AsaQuery now gives input rows their arrival time
         self.ordering = ordering or EventOrdering()
         # Row accounting (transforms.operators.accounting): the counters of the rows entering the
         # step, one list per source (main, then each JOIN's; None: count them here), and the
@@ -200,15 +200,14 @@ class SelectStepTransform(beam.PTransform):
             ).with_outputs(FAILED, main=ROWS)
             failed.append(out[FAILED])
             return out[ROWS]
-        if self.reads_input and self.step.needs_event_time:
-            # No TIMESTAMP BY: ASA uses the arrival time (EventEnqueuedUtcTime); for files, the time read.
-            return rows | f"{label} (arrival time)" >> beam.ParDo(_ArrivalTime())
+        # No TIMESTAMP BY: the rows keep their arrival time, which AsaQuery gave every input row
+        # that had none (ArrivalTime), so time read after a step that needed none is still real.
         return rows
 
     def _evaluates_first(self) -> bool:
         """Whether the step's first per-row operation is its WHERE or SELECT ``EvaluateDoFn``."""
         s = self.step
-        if (s.timestamp_by is not None or (self.reads_input and s.needs_event_time) or s.source_key is not None
+        if (s.timestamp_by is not None or s.source_key is not None
                 or s.uses_timestamp or s.analytic or any(c.phase == "where" for c in s.calls)):
             return False
         later = any(c.phase in ("select", "group") for c in s.calls) or s.grouping is not None
@@ -427,13 +426,42 @@ class AssignTimestampLateDoFn(AssignTimestampDoFn):
         yield TimestampedValue(row, event)
 
 
-class _ArrivalTime(beam.DoFn):
-    """Keeps a streaming source's arrival time (a watched file's, a TestStream's); else the time now."""
+class ArrivalTime(beam.DoFn):
+    """A row's arrival time: the timestamp it came with (a file's last-modified time, a watched
+    file's or a TestStream's arrival); a row with none (Beam's MIN_TIMESTAMP: ``beam.Create``, a
+    file whose filesystem gives no modification time) gets ``at``, one instant shared by all such
+    rows of a bounded input (as a file's rows share its last-modified time), or, with ``at=None``
+    (streaming), the time it is processed.
+
+    >>> fixed = ArrivalTime(Timestamp(60))
+    >>> [tv.timestamp for tv in fixed.process({"a": 1}, MIN_TIMESTAMP)], fixed.process({"a": 1}, Timestamp(5))
+    ([Timestamp(60)], ({'a': 1},))
+    """
+
+    def __init__(self, at: Timestamp | None = None):
+        self._at = at
 
     def process(self, row, ts=beam.DoFn.TimestampParam):
         if ts > MIN_TIMESTAMP:
             return (row,)
-        return (TimestampedValue(row, Timestamp.now()),)
+        return (TimestampedValue(row, self._at if self._at is not None else Timestamp.now()),)
+
+
+def inputs_needing_arrival_time(plan: Plan) -> set[str]:
+    """The inputs (lower case) whose rows need an arrival time: some step of the query reads time
+    (a window, a GROUP BY, a JOIN, an analytic function, System.Timestamp()), and the input is
+    read without TIMESTAMP BY at least once. Time flows through the steps, so the step that
+    needs it may be several steps after the one that reads the input."""
+    if not any(isinstance(s, SelectStep) and s.needs_event_time for s in plan.steps):
+        return set()
+    read = set()
+    for s in plan.steps:
+        if isinstance(s, SelectStep):
+            readings = [(s.source, s.timestamp_by), *((j.source, j.timestamp_by) for j in s.joins)]
+        else:
+            readings = [(p, None) for p in s.parts]
+        read |= {source.lower() for source, by in readings if by is None}
+    return read & {n.lower() for n in plan.inputs}
 
 
 class _AttachTimestamp(beam.DoFn):
@@ -605,9 +633,13 @@ class AsaQuery(beam.PTransform):
 
     def __init__(self, query: str | Plan, functions: FunctionsLike = None,
                  inputs: Iterable[str] | None = None, outputs: Iterable[str] | None = None,
-                 reference_inputs: Iterable[str] = (), event_ordering: EventOrdering | None = None):
+                 reference_inputs: Iterable[str] = (), event_ordering: EventOrdering | None = None,
+                 arrival_time: _dt.datetime | None = None):
         super().__init__()
         self.ordering = event_ordering or EventOrdering()
+        # The arrival time of bounded input rows that carry no timestamp (ArrivalTime); None:
+        # when the pipeline is built. Given, it makes such a query's windows reproducible.
+        self.arrival_time = arrival_time
         self.functions = functions if isinstance(functions, FunctionRegistry) else FunctionRegistry(functions)
         self.plan = query if isinstance(query, Plan) else lower(
             parse(query), self.functions, inputs, outputs, reference_inputs)
@@ -627,6 +659,14 @@ class AsaQuery(beam.PTransform):
                 raise QueryError(f"no PCollection given for input(s): {', '.join(missing)}")
         # Row accounting: a step reading an input counts the rows entering it (and reports them
         # live); a step reading a step starts from that step's rows out (a union's: its parts').
+        # A row always has an arrival time (ASA): input rows that carry none get one, here, before
+        # any step, so a window several steps later never sees Beam's MIN_TIMESTAMP.
+        from transforms.operators.windows import datetime_to_us
+
+        at = Timestamp.now() if self.arrival_time is None else Timestamp(micros=datetime_to_us(self.arrival_time))
+        for name in inputs_needing_arrival_time(plan):
+            sources[name] = sources[name] | f"Arrival time of {name}" >> beam.ParDo(
+                ArrivalTime(None if _is_streaming(sources[name]) else at))
         ledger = Ledger()
         counted: dict[str, list[str] | None] = dict.fromkeys(sources)
         computed: dict[str, Any] = dict(sources)
