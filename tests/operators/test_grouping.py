@@ -142,3 +142,36 @@ def test_sliding_window_emits_when_events_enter_or_leave():
     with TestPipeline() as p:
         out = {"input": p | beam.Create(ROWS)} | AsaQuery(q)
         assert_that(out["output"], equal_to(expected))
+
+
+def test_a_row_whose_window_would_end_after_the_last_representable_time_is_a_dead_letter():
+    """No row is lost and the job does not stop (it raised OverflowError): an event at
+    9999-12-31T23:35Z fits a 10-minute window (ends 23:40) and a snapshot, but its hour window
+    would end at 10000-01-01 and its sliding hour would close at 10000-01-01T00:35."""
+    from transforms.operators.windows import MIN_TIME_US, WindowSpec, unplaceable
+
+    rows = [{"k": 1, "at": "9999-12-31T23:35:00Z"}, {"k": 2, "at": "2024-01-01T10:20:00Z"}]
+    end = dt.datetime(9999, 12, 31, 23, 40, tzinfo=UTC)
+    last = dt.datetime(9999, 12, 31, 23, 35, tzinfo=UTC)
+    with TestPipeline() as p:
+        src = p | beam.Create(rows)
+        for label, window in (("hour", "TumblingWindow(hour, 1)"), ("sliding", "SlidingWindow(hour, 1)")):
+            out = {"input": src} | label >> AsaQuery(
+                f"SELECT k, COUNT(*) AS n INTO output FROM input TIMESTAMP BY at GROUP BY k, {window}")
+            assert_that(out["output"], equal_to([{"k": 2, "n": 1}]), label=f"{label} rows")
+            assert_that(out.failed | f"{label} why" >> beam.Map(lambda d: (d.row["k"], d.reason, d.message)),
+                        equal_to([(1, "invalid_timestamp", "the row cannot be placed in a window: its window "
+                                   "would end after 9999-12-31T23:59:59.999999Z, the latest time there is")]),
+                        label=f"{label} dead")
+        out = {"input": src} | "ten" >> AsaQuery(
+            "SELECT k, System.Timestamp() AS t INTO output FROM input TIMESTAMP BY at "
+            "GROUP BY k, TumblingWindow(minute, 10)")
+        assert_that(out["output"], equal_to([{"k": 1, "t": end},
+                                             {"k": 2, "t": dt.datetime(2024, 1, 1, 10, 20, tzinfo=UTC)}]), label="10")
+        out = {"input": src} | "snapshot" >> AsaQuery(
+            "SELECT k, System.Timestamp() AS t INTO output FROM input TIMESTAMP BY at GROUP BY k, System.Timestamp()")
+        assert_that(out["output"] | "k1" >> beam.Filter(lambda r: r["k"] == 1), equal_to([{"k": 1, "t": last}]),
+                    label="snapshot")
+    # Beam's minimum timestamp (a row that never got an event time) is not placed either.
+    assert unplaceable(None, MIN_TIME_US - 1) == "the row has no event time (Beam's minimum timestamp)"
+    assert unplaceable(WindowSpec.tumbling(600_000_000), MIN_TIME_US) is None

@@ -15,7 +15,7 @@ from transforms.deadletter import FAILED, DeadLetter, RowError
 from transforms.functions.base import ROWS
 from transforms.functions.registry import FunctionRegistry
 from transforms.operators.aggregates import AggregateSpec, UdaAccumulator, make_input_checker
-from transforms.operators.windows import WindowedAggregate, WindowSpec, key_part
+from transforms.operators.windows import WindowedAggregate, WindowSpec, key_part, unplaceable
 from transforms.query.expressions import CompiledFunction, compile_args
 from transforms.query.plan import TS_COLUMN, AggregateDef, Grouping, RowRef
 
@@ -88,20 +88,30 @@ def _assemble(shapes: list[tuple], values: tuple) -> tuple:
 # A KV output type lets the runner lift the combine before the shuffle (combiner lifting needs a KV coder).
 @beam.typehints.with_output_types(tuple[Any, Any])
 class _KeyAndArgs(beam.DoFn):
+    """A row → (key, aggregate arguments); a row that cannot be placed in a window (its event time
+    is missing, or its window would end after the last representable time) is a dead letter
+    (``invalid_timestamp``) instead of an error that stops the job."""
+
     def __init__(self, step: str, keys: CompiledFunction, args: CompiledFunction, shapes: list[tuple],
-                 specs: tuple[AggregateSpec, ...]):
+                 specs: tuple[AggregateSpec, ...], window: WindowSpec | None = None):
         self._step = step
         self._keys_c = keys
         self._args_c = args
         self._shapes = shapes
         self._specs = specs
+        self._window = window
 
     def setup(self):
         self._keys = self._keys_c.fn
         self._args = self._args_c.fn
         self._check = make_input_checker(self._specs)
 
-    def process(self, row):
+    def process(self, row, ts=beam.DoFn.TimestampParam):
+        why = unplaceable(self._window, ts.micros)
+        if why is not None:
+            yield beam.pvalue.TaggedOutput(FAILED, DeadLetter(
+                self._step, "invalid_timestamp", f"the row cannot be placed in a window: {why}", row))
+            return
         try:
             # Datetimes, records and arrays cannot be Beam keys as they are: key_part wraps them.
             key = tuple(key_part(v) for v in self._keys(row))
@@ -144,7 +154,8 @@ class GroupAndAggregate(beam.PTransform):
         recipe = _Recipe(aggregates)
         specs = tuple(aggregate_spec(a, self.functions) for a in aggregates)
         keyed = rows | "Keys and arguments" >> beam.ParDo(
-            _KeyAndArgs(self.step, compile_args(g.keys), compile_args(recipe.exprs), recipe.shapes, specs)
+            _KeyAndArgs(self.step, compile_args(g.keys), compile_args(recipe.exprs), recipe.shapes, specs,
+                        window_spec(g))
         ).with_outputs(FAILED, main=ROWS)
         results = keyed[ROWS] | "Windowed aggregate" >> WindowedAggregate(window_spec(g), specs, self.lateness)
         grouped = results | "Grouped rows" >> beam.Map(

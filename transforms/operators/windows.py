@@ -210,6 +210,44 @@ def us_to_datetime(us: int) -> _dt.datetime:
     return _EPOCH + _dt.timedelta(microseconds=us)
 
 
+#: The range of times a window can report (``datetime``'s, ASA's is 0001-01-01 to 9999-12-31).
+MIN_TIME_US = datetime_to_us(_dt.datetime.min)
+MAX_TIME_US = datetime_to_us(_dt.datetime.max)
+
+
+def last_window_end(w: WindowSpec | None, t: int) -> int:
+    """The latest time a window holding an event at ``t`` can end (µs): where its output goes.
+
+    >>> hour = 3_600_000_000
+    >>> last_window_end(WindowSpec.tumbling(hour), 10 * hour + 1) == 11 * hour   # (10:00, 11:00]
+    True
+    >>> last_window_end(WindowSpec.hopping(2 * hour, hour), 10 * hour) == 11 * hour  # (9, 11]
+    True
+    """
+    if w is None or w.kind == SNAPSHOT:
+        return t
+    if w.kind == SLIDING:
+        return t + w.size_us  # the output when the event leaves
+    if w.kind == SESSION:
+        return t + w.timeout_us  # a session ends at most timeout after its last event
+    phase, hop = _end_grid(w)  # the last grid end E with E - size < t
+    return phase + (t + w.size_us - 1 - phase) // hop * hop
+
+
+def unplaceable(w: WindowSpec | None, t: int) -> str | None:
+    """Why an event at ``t`` (µs) cannot be placed in ``w``'s windows; None when it can.
+
+    >>> unplaceable(WindowSpec.tumbling(3_600_000_000), MAX_TIME_US - 1)
+    'its window would end after 9999-12-31T23:59:59.999999Z, the latest time there is'
+    """
+    if t < MIN_TIME_US:
+        return "the row has no event time (Beam's minimum timestamp)"
+    if last_window_end(w, t) > MAX_TIME_US:
+        return ("its window would end after 9999-12-31T23:59:59.999999Z, the latest time there is"
+                if t <= MAX_TIME_US else "its event time is after 9999-12-31T23:59:59.999999Z")
+    return None
+
+
 def _key_bytes(key: tuple) -> bytes:
     """A deterministic encoding of a key (the state key of the stateful operators)."""
     parts = []
@@ -681,6 +719,6 @@ class WindowedAggregate(beam.PTransform):
 
 __all__ = [
     "HOPPING", "KINDS", "ORIGIN_US", "SESSION", "SLIDING", "SNAPSHOT", "TUMBLING", "KeyPart", "SessionCore",
-    "SlidingCore", "WindowSpec", "WindowedAggregate", "datetime_to_us", "key_part", "restore_key",
-    "us_to_datetime",
+    "SlidingCore", "WindowSpec", "WindowedAggregate", "datetime_to_us", "key_part", "last_window_end",
+    "restore_key", "unplaceable", "us_to_datetime",
 ]
