@@ -38,6 +38,7 @@ from transforms.query.plan import (
     SOURCE_PREFIX,
     TS_COLUMN,
     ApplyDef,
+    InputSchema,
     JoinDef,
     OutputColumn,
     Plan,
@@ -46,6 +47,7 @@ from transforms.query.plan import (
     UnionStep,
     to_sql,
 )
+from transforms.query.runtime import conform_row
 
 
 class EvaluateDoFn(beam.DoFn):
@@ -423,6 +425,34 @@ def _clean_dead_letter(d: DeadLetter) -> DeadLetter:
     return d
 
 
+class ConformDoFn(beam.DoFn):
+    """CREATE TABLE: converts an input's declared columns to their types; a row whose value does
+    not convert is dead-lettered (``schema_mismatch``; ASA drops it)."""
+
+    def __init__(self, schema: InputSchema):
+        self._schema = schema
+
+    def process(self, row):
+        try:
+            yield conform_row(row, self._schema.input, self._schema.columns)
+        except RowError as e:
+            yield beam.pvalue.TaggedOutput(FAILED, e.dead_letter(f"CREATE TABLE {self._schema.input}", row))
+
+
+def _apply_schemas(plan: Plan, sources: dict, failed: list) -> dict:
+    """Inputs with a CREATE TABLE go through their conversion stage before any step reads them."""
+    out = dict(sources)
+    for schema in plan.schemas:
+        key = schema.input.lower()
+        if key not in out:
+            continue
+        converted = out[key] | f"CREATE TABLE {schema.input}" >> beam.ParDo(ConformDoFn(schema)).with_outputs(
+            FAILED, main=ROWS)
+        failed.append(converted[FAILED])
+        out[key] = converted[ROWS]
+    return out
+
+
 class QueryOutputs(dict):
     """The PCollections a query writes, by output name, plus ``.failed`` (DeadLetter records)."""
 
@@ -470,8 +500,9 @@ class AsaQuery(beam.PTransform):
             missing = [n for n in plan.inputs if n.lower() not in sources]
             if missing:
                 raise QueryError(f"no PCollection given for input(s): {', '.join(missing)}")
-        computed: dict[str, Any] = dict(sources)
         failed: list[Any] = []
+        sources = _apply_schemas(plan, sources, failed)
+        computed: dict[str, Any] = dict(sources)
         for step in plan.steps:
             if isinstance(step, SelectStep):
                 reads_input = step.source.lower() in sources

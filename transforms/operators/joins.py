@@ -63,10 +63,10 @@ from apache_beam.transforms.window import GlobalWindows, TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from transforms.deadletter import FAILED, RowError, json_default
+from transforms.operators.timers import own_timers
 from transforms.query import runtime
 from transforms.query.builtins import normalize_datepart
 from transforms.types import parse_datetime
-from transforms.operators.timers import own_timers
 
 ROWS = "rows"
 INNER, LEFT = "inner", "left"

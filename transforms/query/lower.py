@@ -28,6 +28,7 @@ from transforms.query.plan import (
     FieldRef,
     Grouping,
     HiddenRef,
+    InputSchema,
     JoinDef,
     OutputBinding,
     OutputColumn,
@@ -71,6 +72,7 @@ class _Lowering:
         self.hidden_counter = 0
 
     def run(self, script: ast.Script) -> Plan:
+        schemas = self.schemas(script.tables)
         select_count = 0
         for stmt in script.statements:
             for ws in stmt.steps:
@@ -88,7 +90,35 @@ class _Lowering:
             name = f"Select into {output}" + (f" #{n + 1}" if n else "")
             step = self.add_query(name, query)
             self.outputs.append(OutputBinding(output, step.name))
-        return Plan(tuple(self.inputs.values()), tuple(self.order), tuple(self.outputs))
+        return Plan(tuple(self.inputs.values()), tuple(self.order), tuple(self.outputs),
+                    tuple(sc for sc in schemas if sc.input.lower() in self.inputs))
+
+    def schemas(self, tables: tuple[ast.CreateTable, ...]) -> list[InputSchema]:
+        """CREATE TABLE statements → the declared schema of each input (checked before any data is read)."""
+        out: dict[str, InputSchema] = {}
+        for t in tables:
+            key = t.name.lower()
+            if key in out:
+                raise QueryError(f"CREATE TABLE '{t.name}' is declared twice", *t.pos)
+            if self.declared_inputs is not None and key not in self.declared_inputs:
+                known = ", ".join(self.declared_inputs.values()) or "none"
+                raise QueryError(f"CREATE TABLE '{t.name}' does not name an input; inputs: {known}", *t.pos)
+            if key in self.reference_inputs:
+                raise _not_supported("CREATE TABLE for reference data", t.pos)
+            columns: list[tuple[str, str]] = []
+            for name, type_name, pos in t.columns:
+                if name.lower() in (c.lower() for c, _ in columns):
+                    raise QueryError(f"column '{name}' is declared twice in CREATE TABLE '{t.name}'", *pos)
+                try:
+                    canonical = types.normalize_type(type_name)
+                except ValueError as err:
+                    raise QueryError(str(err), *pos) from None
+                if canonical == types.ANY:
+                    raise QueryError("CREATE TABLE columns need a type other than 'any'", *pos)
+                columns.append((name, canonical))
+            name = self.declared_inputs[key] if self.declared_inputs is not None else t.name
+            out[key] = InputSchema(name, tuple(columns), t.pos)
+        return list(out.values())
 
     def bind_output(self, name: str, pos: ast.Pos) -> str:
         if self.declared_outputs is None:
@@ -161,11 +191,14 @@ class _Lowering:
                 if grouping_parts is not None:
                     raise QueryError("'*' cannot be used with GROUP BY", *item.pos)
                 q = item.expr.qualifier
-                if multi:
-                    raise _not_supported("'*' in a step with JOIN or APPLY", item.pos)
-                if q is not None and q.lower() not in (alias.lower(), sel.source.name.lower()):
-                    raise QueryError(f"'{q}.*' does not name the FROM source ('{alias}')", *item.pos)
-                columns.append(OutputColumn(None, None))
+                if q is None:
+                    if multi:
+                        raise _not_supported("'*' in a step with JOIN or APPLY (name a source: alias.*)", item.pos)
+                    columns.append(OutputColumn(None, None))
+                else:
+                    # alias.* (a source's fields), or all fields of a record: Location.*, alias.record.*
+                    record = scope.bind(ast.Name((q, *item.expr.path), item.pos), phase)
+                    columns.append(OutputColumn(None, None if isinstance(record, RowRef) else record))
                 static = False
                 continue
             col_name = item.alias or _default_name(item.expr, idx)
@@ -177,7 +210,7 @@ class _Lowering:
         grouping = None
         if grouping_parts is not None:
             window, keys, key_columns = grouping_parts
-            having = scope.bind(sel.having, "post") if sel.having is not None else None
+            having = scope.bind(_having_aliases(sel, scope), "post") if sel.having is not None else None
             grouping = Grouping(window, keys, key_columns, tuple(scope.aggregates), having)
         hidden = bool(scope.calls or scope.analytic or scope.uses_timestamp)
         columns = [dataclasses.replace(c, star_strip_hidden=hidden) if c.name is None else c for c in columns]
@@ -234,8 +267,8 @@ class _Lowering:
                              " (or join reference data)", *j.pos)
         if bound is not None and reference:
             raise QueryError("a reference-data JOIN takes no DATEDIFF bound", *j.pos)
-        if not left_keys:
-            raise _not_supported("a JOIN without an equality between the two sides in ON", j.pos)
+        # No equality between the sides: every pair is a candidate (one key for all rows), and ON
+        # is checked on each pair: JOIN Ref ON 1 = 1 fans a row out to every reference row.
         scope.no_calls = "JOIN ... ON"
         bound_residual = scope.bind(_and_all(tuple(residual)), "where") if residual else None
         scope.no_calls = None
@@ -407,6 +440,31 @@ def _has_aggregate(sel: ast.Select) -> bool:
         for e in exprs for n in _walk(e))
 
 
+def _having_aliases(sel: ast.Select, scope: _Scope) -> ast.Expr:
+    """HAVING may name a SELECT alias (``SELECT COUNT(*) AS [Count] ... HAVING [Count] >= 3``, as ASA's
+    query-patterns page does): such a name stands for the aliased expression, unless it is a GROUP BY
+    key. Inside aggregate arguments names are the input's columns, as everywhere."""
+    aliases = {i.alias.lower(): i.expr for i in sel.items if i.alias and not isinstance(i.expr, ast.Star)}
+    keys = scope.group_keys or {}
+
+    def sub(e):
+        if isinstance(e, ast.Name) and len(e.parts) == 1 and e.parts[0].lower() in aliases \
+                and _canon(e, scope) not in keys:
+            return aliases[e.parts[0].lower()]
+        if isinstance(e, ast.Call) and not e.namespace and e.name.lower() in qfn.AGGREGATES:
+            return e
+        if isinstance(e, tuple):
+            return tuple(sub(x) for x in e)
+        if dataclasses.is_dataclass(e) and isinstance(e, ast.Expr):
+            changes = {f.name: sub(getattr(e, f.name)) for f in dataclasses.fields(e)
+                       if isinstance(getattr(e, f.name), (ast.Expr, tuple))}
+            return dataclasses.replace(e, **changes) if changes else e
+        return e
+
+    assert sel.having is not None
+    return sub(sel.having)
+
+
 def _conjuncts(e: ast.Expr) -> list[ast.Expr]:
     if isinstance(e, ast.Binary) and e.op == "and":
         return _conjuncts(e.left) + _conjuncts(e.right)
@@ -442,11 +500,22 @@ def _unqualify(e: ast.Expr, alias: str) -> ast.Expr:
     return e
 
 
+def _is_datediff(e: ast.Expr) -> bool:
+    return (isinstance(e, ast.Call) and e.name.lower() == "datediff" and not e.namespace and len(e.args) == 3
+            and not e.star and e.over is None)
+
+
 def _datediff_bound(e: ast.Expr, left: set[str], right: str) -> tuple[str, int, int] | None:
-    """``DATEDIFF(unit, a, b) BETWEEN lo AND hi`` → (unit, lo, hi) for right.ts − left.ts, else None."""
-    if not (isinstance(e, ast.Between) and not e.negated and isinstance(e.operand, ast.Call)
-            and e.operand.name.lower() == "datediff" and not e.operand.namespace and len(e.operand.args) == 3):
+    """``DATEDIFF(unit, a, b) BETWEEN lo AND hi`` (or ``= n``: a zero-width bound, the same instant
+    when n = 0) → (unit, lo, hi) for right.ts − left.ts, else None."""
+    if isinstance(e, ast.Binary) and e.op == "=" and (_is_datediff(e.left) or _is_datediff(e.right)):
+        call, n = (e.left, e.right) if _is_datediff(e.left) else (e.right, e.left)
+        if not isinstance(n, ast.Literal):
+            return None
+        e = ast.Between(call, n, n, False, e.pos)
+    if not (isinstance(e, ast.Between) and not e.negated and _is_datediff(e.operand)):
         return None
+    assert isinstance(e.operand, ast.Call)
     unit_e, a, b = e.operand.args
     if not all(isinstance(x, ast.Name) and len(x.parts) == 1 for x in (a, b)):
         return None
