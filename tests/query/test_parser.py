@@ -1,5 +1,7 @@
 """Parser: one line per query shape, and errors with line:column."""
 
+import functools
+
 import pytest
 
 from transforms.errors import QueryError
@@ -104,6 +106,7 @@ def test_comments():
     ("SELECT a FROM i UNION SELECT b INTO o FROM j", 1, 37, "INTO belongs to the first SELECT"),
     ("SELECT CAST(a AS) FROM i", 1, 17, "a type name"),
     ("SELECT a $ b FROM i", 1, 10, "unexpected character"),
+    ("SELECT 1e999 FROM i", 1, 8, "out of the float range"),
     ("", 1, 1, "the query is empty"),
 ])
 def test_errors_have_line_and_column(query, line, column, fragment):
@@ -176,6 +179,10 @@ def test_parenthesised_queries_and_expressions():
         "and", ast.Binary(">", N("a"), L(1)), ast.Binary("<", N("b"), L(2)))
 
 
+def test_chains_up_to_the_depth_limit_parse():
+    assert parse_expression(" + ".join(["a"] * 60)).op == "+"  # 59 links: 60 levels
+
+
 def test_long_or_chains_are_balanced():
     e = parse_expression(" OR ".join(f"a = {k}" for k in range(1000)))
 
@@ -194,6 +201,7 @@ def test_long_or_chains_are_balanced():
     "SELECT " + "f(" * 500 + "a" + ")" * 500 + " FROM i",
     "SELECT " + "(" * 500 + "SELECT a FROM i" + ")" * 500,
     "SELECT a FROM i WHERE " + "CASE WHEN " * 500 + "a" + " THEN 1 END" * 500,
+    "SELECT " + functools.reduce(lambda e, _: f"({e}{' + a' * 30})", range(3), "a") + " FROM i",  # 93 deep
 ])
 def test_hostile_nesting_is_a_query_error_with_position(query):
     with pytest.raises(QueryError) as err:

@@ -9,6 +9,8 @@ line and column of the offending token and says what was expected.
 
 from __future__ import annotations
 
+import dataclasses
+
 from transforms.errors import QueryError
 from transforms.query import ast
 from transforms.query.tokens import Token, tokenize
@@ -16,9 +18,10 @@ from transforms.query.tokens import Token, tokenize
 _COMPARISONS = ("=", "!=", "<>", "<", "<=", ">", ">=")
 _NAMESPACES = ("udf", "uda")
 
-# How deeply expressions and queries may nest (parentheses, calls, CASE, unary operators,
-# chains of + - * / %): deeper text is a QueryError, never a RecursionError, and stays well
-# inside what the code generated from it may nest (Python allows 200 nested parentheses).
+# How deeply expressions and queries may nest (parentheses, calls, CASE, unary operators, and
+# each link of a chain of + - * / %, which nests the syntax tree one level): deeper text is a
+# QueryError, never a RecursionError, and stays well inside what the code generated from it may
+# nest (Python allows 200 nested parentheses; a level generates at most three).
 MAX_DEPTH = 60
 # AND/OR chains longer than this become balanced trees (three-valued AND and OR are
 # associative), so a WHERE with hundreds of ORs nests only log2(n) deep.
@@ -38,20 +41,41 @@ def parse_expression(text: str) -> ast.Expr:
     return expr
 
 
+def _too_deep(line: int, column: int) -> QueryError:
+    return QueryError(f"the query nests too deeply (more than {MAX_DEPTH} levels of parentheses, calls or "
+                      "operators); simplify it or split it into WITH steps", line, column)
+
+
+def check_depth(root: ast.Expr) -> None:
+    """QueryError at the first node deeper than MAX_DEPTH (iterative: safe on any tree)."""
+    stack: list[tuple[object, int]] = [(root, 1)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, tuple):
+            stack.extend((x, level) for x in node)
+            continue
+        if not isinstance(node, ast.Expr):
+            continue
+        if level > MAX_DEPTH:
+            raise _too_deep(*node.pos)
+        for f in dataclasses.fields(node):  # type: ignore[arg-type]
+            value = getattr(node, f.name)
+            if isinstance(value, (ast.Expr, tuple)):
+                stack.append((value, level + 1))
+
+
 class Parser:
     def __init__(self, tokens: list[Token]):
         self.toks = tokens
         self.i = 0
         self.depth = 0
 
-    def enter(self, extra: int = 0) -> None:
-        """One level deeper (``extra``: links of an operator chain at this level)."""
-        if self.depth + extra >= MAX_DEPTH:
+    def enter(self) -> None:
+        """One level deeper in the parser's recursion (checked before Python's own limit is near)."""
+        if self.depth >= MAX_DEPTH:
             t = self.tok
-            raise QueryError(f"the query nests too deeply (more than {MAX_DEPTH} levels of parentheses, calls or "
-                             "operators); simplify it or split it into WITH steps", t.line, t.column)
-        if not extra:
-            self.depth += 1
+            raise _too_deep(t.line, t.column)
+        self.depth += 1
 
     def leave(self) -> None:
         self.depth -= 1
@@ -318,11 +342,15 @@ class Parser:
 
     # -- expressions ---------------------------------------------------------------------------
     def expr(self) -> ast.Expr:
+        outermost = self.depth == 0
         self.enter()
         try:
-            return self.or_expr()
+            e = self.or_expr()
         finally:
             self.leave()
+        if outermost:
+            check_depth(e)  # operator chains nest the tree without recursing in the parser
+        return e
 
     def or_expr(self) -> ast.Expr:
         return self.logical_chain("or", self.and_expr)
@@ -392,19 +420,13 @@ class Parser:
 
     def additive(self) -> ast.Expr:
         left = self.multiplicative()
-        links = 0
         while (t := self.accept_op("+", "-", "||")) is not None:
-            links += 1
-            self.enter(links)  # a left-deep chain nests one level per operator
             left = ast.Binary("+" if t.text == "||" else t.text, left, self.multiplicative(), self.pos(t))
         return left
 
     def multiplicative(self) -> ast.Expr:
         left = self.unary()
-        links = 0
         while (t := self.accept_op("*", "/", "%")) is not None:
-            links += 1
-            self.enter(links)
             left = ast.Binary(t.text, left, self.unary(), self.pos(t))
         return left
 
@@ -423,10 +445,7 @@ class Parser:
 
     def postfix(self) -> ast.Expr:
         expr = self.primary()
-        links = 0
         while self.tok.is_op(".") and not isinstance(expr, (ast.Name, ast.Star)):
-            links += 1
-            self.enter(links)
             self.advance()
             expr = ast.Field(expr, self.field_name(), expr.pos)
         return expr
@@ -446,7 +465,10 @@ class Parser:
             self.advance()
             text = t.text
             if any(c in text for c in ".eE"):
-                return ast.Literal(float(text), p)
+                value = float(text)
+                if value in (float("inf"), float("-inf")):
+                    raise QueryError(f"the number {text} is out of the float range", *p)
+                return ast.Literal(value, p)
             return ast.Literal(int(text), p)
         if t.kind == "string":
             self.advance()
