@@ -111,7 +111,7 @@ class _Generator:
             case ast.Binary(op=op, left=a, right=b):
                 return f"{_BINARY[op]}({self.expr(a)}, {self.expr(b)})"
             case ast.IsNull(operand=x, negated=n):
-                return f"({self.expr(x)} is {'not ' if n else ''}None)"
+                return f"({self.tested(x)} is {'not ' if n else ''}None)"
             case ast.Like(operand=x, pattern=p, negated=n, escape=esc):
                 if isinstance(p, ast.Literal) and isinstance(p.value, str) and (
                         esc is None or isinstance(esc, ast.Literal)):
@@ -135,7 +135,7 @@ class _Generator:
                     # The operand is evaluated once, before the first WHEN.
                     chain = "".join(f"{self.expr(r)} if _eq({t}, {self.expr(c)}) is True else " for c, r in whens)
                     return f"(({t} := {self.expr(op)}), ({chain}{default}))[1]"
-                chain = "".join(f"{self.expr(r)} if {self.expr(c)} is True else " for c, r in whens)
+                chain = "".join(f"{self.expr(r)} if {self.tested(c)} is True else " for c, r in whens)
                 return f"({chain}{default})"
             case ast.Cast(operand=x, type_name=t, try_=tr):
                 return f"{'_try_cast' if tr else '_cast'}({self.expr(x)}, {t!r})"
@@ -146,14 +146,21 @@ class _Generator:
                     return f"_nn({f}, {inner})"
                 return f"{f}({inner})"
             case Truth(operand=x, want=w):
-                return f"({self.expr(x)} is {'' if w else 'not '}True)"
+                return f"({self.tested(x)} is {'' if w else 'not '}True)"
         raise TypeError(f"cannot compile {type(e).__name__}")
+
+    def tested(self, e: ast.Expr) -> str:
+        """An operand of ``is``: a literal number or text becomes a constant (``1 is True`` is a
+        SyntaxWarning in Python, ``_c1 is True`` is not; both are False)."""
+        if isinstance(e, ast.Literal) and e.value is not None and not isinstance(e.value, bool):
+            return self.const(e.value)
+        return self.expr(e)
 
 
 def compile_predicate(expr: ast.Expr) -> CompiledFunction:
     """row → True when the (three-valued) condition holds."""
     g = _Generator()
-    body = g.expr(expr)
+    body = g.tested(expr)
     return CompiledFunction(f"def _f(r):\n    return {body} is True\n", g.consts)
 
 
@@ -188,7 +195,7 @@ def compile_projection(columns: Sequence[tuple[str, ast.Expr] | OutputColumn],
     cols = [c if isinstance(c, OutputColumn) else OutputColumn(c[0], c[1]) for c in columns]
     lines = ["def _f(r):"]
     if where is not None:
-        lines.append(f"    if {g.expr(where)} is not True:")
+        lines.append(f"    if {g.tested(where)} is not True:")
         lines.append("        return None")
     stars = [c for c in cols if c.name is None]
     if len(cols) == 1 and stars and stars[0].expr is None:
