@@ -200,3 +200,16 @@ def test_non_reserved_words_as_column_names_end_to_end():
     with p:
         assert_that(out["output"], equal_to([{"timestamp": dt.datetime(2024, 1, 1, 0, 0, 1, tzinfo=dt.timezone.utc),
                                               "value": 3, "type": "t", "partition": "d"}]))
+
+
+def test_stream_join_without_an_equality_tests_every_pair_in_the_bound():
+    # ON has a time bound and a non-equality only: every pair within 5 s whose values satisfy a.v < b.v.
+    a = [{"id": "a1", "v": 1, "t": "2024-01-01T00:00:00Z"}, {"id": "a2", "v": 9, "t": "2024-01-01T00:00:10Z"}]
+    b = [{"id": "b1", "v": 5, "t": "2024-01-01T00:00:03Z"}, {"id": "b2", "v": 0, "t": "2024-01-01T00:00:04Z"},
+         {"id": "b3", "v": 10, "t": "2024-01-01T00:00:12Z"}]
+    q = """SELECT x.id AS l, y.id AS r INTO output FROM a x TIMESTAMP BY t JOIN b y TIMESTAMP BY t
+    ON DATEDIFF(second, x, y) BETWEEN 0 AND 5 AND x.v < y.v"""
+    p, out = run(q, {"a": a, "b": b})
+    with p:
+        # a1 (00) pairs with b1 (03, 5 > 1) and not b2 (0 < 1); a2 (10) with b3 (12, 10 > 9).
+        assert_that(out["output"], equal_to([{"l": "a1", "r": "b1"}, {"l": "a2", "r": "b3"}]))
