@@ -208,8 +208,12 @@ def test_stream_join_without_an_equality_tests_every_pair_in_the_bound():
     b = [{"id": "b1", "v": 5, "t": "2024-01-01T00:00:03Z"}, {"id": "b2", "v": 0, "t": "2024-01-01T00:00:04Z"},
          {"id": "b3", "v": 10, "t": "2024-01-01T00:00:12Z"}]
     q = """SELECT x.id AS l, y.id AS r INTO output FROM a x TIMESTAMP BY t JOIN b y TIMESTAMP BY t
-    ON DATEDIFF(second, x, y) BETWEEN 0 AND 5 AND x.v < y.v"""
+    ON DATEDIFF(second, x, y) BETWEEN 0 AND 5 AND x.v < y.v
+    SELECT x.id AS l, y.id AS r INTO limits FROM a x TIMESTAMP BY t JOIN b y TIMESTAMP BY t
+    ON DATEDIFF(second, x, y) >= 0 AND DATEDIFF(second, x, y) < 3 AND x.v < y.v"""
     p, out = run(q, {"a": a, "b": b})
     with p:
         # a1 (00) pairs with b1 (03, 5 > 1) and not b2 (0 < 1); a2 (10) with b3 (12, 10 > 9).
         assert_that(out["output"], equal_to([{"l": "a1", "r": "b1"}, {"l": "a2", "r": "b3"}]))
+        # < 3 s excludes b1 (exactly 3 s after a1).
+        assert_that(out["limits"], equal_to([{"l": "a2", "r": "b3"}]), label="one-sided limits")

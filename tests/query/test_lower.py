@@ -237,3 +237,24 @@ def test_reference_join_on_any_predicate(tmp_path):
 def test_zero_width_stream_join_bound(on):
     p = plan(f"SELECT a.x INTO output FROM input a JOIN input b ON a.k = b.k AND {on}")
     assert p.steps[0].joins[0].bound[1:] == (0, 0)
+
+
+@pytest.mark.parametrize("on, bound", [
+    ("DATEDIFF(second, a, b) >= 0 AND DATEDIFF(second, a, b) <= 10", (0, 10_000_000)),
+    ("DATEDIFF(second, a, b) > 0 AND 10 > DATEDIFF(second, a, b)", (1, 9_999_999)),
+    ("DATEDIFF(minute, b, a) <= 0 AND DATEDIFF(second, a, b) < 30", (0, 29_999_999)),  # mirrored
+    ("DATEDIFF(second, a, b) BETWEEN 0 AND 60 AND DATEDIFF(ms, a, b) <= 1500", (0, 1_500_000)),
+])
+def test_one_sided_datediff_limits_are_intersected(on, bound):
+    p = plan(f"SELECT a.x INTO output FROM input a JOIN input b ON a.k = b.k AND {on}")
+    assert p.steps[0].joins[0].bound == ("microsecond", *bound)
+
+
+@pytest.mark.parametrize("on, fragment", [
+    ("DATEDIFF(second, a, b) >= 0", "on both sides"),
+    ("DATEDIFF(second, a, b) >= 5 AND DATEDIFF(second, a, b) < 5", "empty"),
+])
+def test_one_sided_datediff_errors(on, fragment):
+    with pytest.raises(QueryError) as err:
+        plan(f"SELECT a.x INTO output FROM input a JOIN input b ON a.k = b.k AND {on}")
+    assert fragment in err.value.message and err.value.line == 1

@@ -243,11 +243,15 @@ class _Lowering:
         key = SOURCE_PREFIX + alias.lower()
         scope.add_source(alias, j.table.name, source, key)
         left_keys, right_keys, residual, bound = [], [], [], None
+        limits: list[tuple[int | None, int | None]] = []  # one-sided DATEDIFF comparisons, in µs
         for conj in _conjuncts(j.on):
             if (b := _datediff_bound(conj, left_aliases, alias.lower())) is not None:
                 if bound is not None:
                     raise QueryError("only one DATEDIFF bound per JOIN", *conj.pos)
                 bound = b
+                continue
+            if (lim := _datediff_limit(conj, left_aliases, alias.lower())) is not None:
+                limits.append(lim)
                 continue
             if isinstance(conj, ast.Binary) and conj.op == "=":
                 sides = (_aliases_of(conj.left, scope), _aliases_of(conj.right, scope))
@@ -262,6 +266,20 @@ class _Lowering:
                     residual.append(conj)
                 continue
             residual.append(conj)
+        if limits:  # DATEDIFF(unit, a, b) <= 10 AND DATEDIFF(unit, a, b) >= 0, ...: intersected, in µs
+            if bound is not None:
+                unit_us = TIME_UNITS_US[bound[0]]
+                limits.append((bound[1] * unit_us, bound[2] * unit_us))
+            lo = max((x for x, _ in limits if x is not None), default=None)
+            hi = min((y for _, y in limits if y is not None), default=None)
+            if lo is None or hi is None:
+                raise QueryError("DATEDIFF in ON must bound the time difference on both sides "
+                                 "(e.g. DATEDIFF(...) >= 0 AND DATEDIFF(...) <= 10)", *j.pos)
+            if lo > hi:
+                raise QueryError("the DATEDIFF bound is empty (low > high)", *j.pos)
+            if max(abs(lo), abs(hi)) > MAX_WINDOW_US:
+                raise QueryError("a JOIN's DATEDIFF bound may span at most 7 days", *j.pos)
+            bound = ("microsecond", lo, hi)
         if not reference and bound is None:
             raise QueryError("a JOIN between streams must bound time with DATEDIFF(unit, a, b) BETWEEN x AND y in ON"
                              " (or join reference data)", *j.pos)
@@ -531,6 +549,30 @@ def _datediff_bound(e: ast.Expr, left: set[str], right: str) -> tuple[str, int, 
     if first == right and second in left:
         return (unit, -hi, -lo)
     raise QueryError("DATEDIFF in JOIN ... ON takes the two joined aliases", *e.operand.pos)
+
+
+_FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}
+
+
+def _datediff_limit(e: ast.Expr, left: set[str], right: str) -> tuple[int | None, int | None] | None:
+    """``DATEDIFF(unit, a, b) < n`` (also ``<= > >=``, either side) → (low, high) µs limits of
+    right.ts − left.ts (one of them None), else None. The difference is exact, so ``< 10`` seconds
+    is at most 10 s − 1 µs."""
+    if not (isinstance(e, ast.Binary) and e.op in _FLIP and (_is_datediff(e.left) or _is_datediff(e.right))):
+        return None
+    call, n, op = (e.left, e.right, e.op) if _is_datediff(e.left) else (e.right, e.left, _FLIP[e.op])
+    assert isinstance(call, ast.Call)
+    unit_e, a, b = call.args
+    if not isinstance(n, ast.Literal) or not all(isinstance(x, ast.Name) and len(x.parts) == 1 for x in (a, b)):
+        return None
+    _, us = _unit_us(unit_e)
+    v = _int_literal(n, "the DATEDIFF bound") * us
+    first, second = a.parts[0].lower(), b.parts[0].lower()
+    if first == right and second in left:  # DATEDIFF(unit, right, left): the same limit, mirrored
+        v, op = -v, _FLIP[op]
+    elif not (first in left and second == right):
+        raise QueryError("DATEDIFF in JOIN ... ON takes the two joined aliases", *call.pos)
+    return {"<": (None, v - 1), "<=": (None, v), ">": (v + 1, None), ">=": (v, None)}[op]
 
 
 def _canon(e: ast.Expr, scope: _Scope) -> str:
