@@ -217,3 +217,15 @@ def test_stream_join_without_an_equality_tests_every_pair_in_the_bound():
         assert_that(out["output"], equal_to([{"l": "a1", "r": "b1"}, {"l": "a2", "r": "b3"}]))
         # < 3 s excludes b1 (exactly 3 s after a1).
         assert_that(out["limits"], equal_to([{"l": "a2", "r": "b3"}]), label="one-sided limits")
+
+
+def test_create_table_types_reference_data():
+    # Exported jobs declare CSV reference data: the declared types apply before the join.
+    events = [{"id": 1}, {"id": 2}]
+    ref = [{"id": "1", "limit": "10.5"}, {"id": "2", "limit": "n/a"}]
+    q = """CREATE TABLE ref (id bigint, limit float);
+    SELECT e.id, r.id AS rid, r.limit INTO output FROM events e JOIN ref r ON e.id = r.id"""
+    p, out = run(q, {"events": events, "ref": ref}, reference_inputs=["ref"])
+    with p:
+        assert_that(out["output"], equal_to([{"id": 1, "rid": 1, "limit": 10.5}]))
+        assert_that(reasons(out.failed), equal_to([("CREATE TABLE ref", "schema_mismatch", ref[1])]), label="dead")

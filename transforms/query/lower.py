@@ -103,8 +103,6 @@ class _Lowering:
             if self.declared_inputs is not None and key not in self.declared_inputs:
                 known = ", ".join(self.declared_inputs.values()) or "none"
                 raise QueryError(f"CREATE TABLE '{t.name}' does not name an input; inputs: {known}", *t.pos)
-            if key in self.reference_inputs:
-                raise _not_supported("CREATE TABLE for reference data", t.pos)
             columns: list[tuple[str, str]] = []
             for name, type_name, pos in t.columns:
                 if name.lower() in (c.lower() for c, _ in columns):
