@@ -207,6 +207,7 @@ def test_create_table_types_csv_values_and_dead_letters_what_does_not_convert(tm
     assert (dead["step"], dead["reason"], dead["row"]["id"]) == ("CREATE TABLE src", "schema_mismatch", "2")
     assert "column 'score' is declared float" in dead["message"]
     assert "schema_mismatch: 1" in summary
+    assert "CREATE TABLE src: 3 -> 2; dead-lettered 1" in summary  # its own row accounting
     bad = job(tmp_path, "CREATE TABLE src (id bigint, score decimal);\nSELECT id INTO result FROM src",
               {"src": "in.csv"}, {"result": ("out/r2", "json")})
     assert main(["check", str(bad)]) == 2
