@@ -700,8 +700,6 @@ class AsaQuery(beam.PTransform):
             missing = [n for n in plan.inputs if n.lower() not in sources]
             if missing:
                 raise QueryError(f"no PCollection given for input(s): {', '.join(missing)}")
-        # Row accounting: a step reading an input counts the rows entering it (and reports them
-        # live); a step reading a step starts from that step's rows out (a union's: its parts').
         # A row always has an arrival time (ASA): input rows that carry none get one, here, before
         # any step, so a window several steps later never sees Beam's MIN_TIMESTAMP.
         from transforms.operators.windows import datetime_to_us
@@ -710,6 +708,8 @@ class AsaQuery(beam.PTransform):
         for name in inputs_needing_arrival_time(plan):
             sources[name] = sources[name] | f"Arrival time of {name}" >> beam.ParDo(
                 ArrivalTime(None if _is_streaming(sources[name]) else at))
+        # Row accounting: a step reading an input counts the rows entering it (and reports them
+        # live); a step reading a step starts from that step's rows out (a union's: its parts').
         ledger = Ledger()
         counted: dict[str, list[str] | None] = dict.fromkeys(sources)
         failed: list[Any] = []
