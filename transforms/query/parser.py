@@ -290,7 +290,8 @@ class Parser:
 
     def additive(self) -> ast.Expr:
         left = self.multiplicative()
-        while (t := self.accept_op("+", "-", "||")) is not None:
+        # & ^ | (bitwise) bind like + and -, as in T-SQL, whose operator precedence ASA follows.
+        while (t := self.accept_op("+", "-", "||", "&", "^", "|")) is not None:
             left = ast.Binary("+" if t.text == "||" else t.text, left, self.multiplicative(), self.pos(t))
         return left
 
@@ -301,6 +302,8 @@ class Parser:
         return left
 
     def unary(self) -> ast.Expr:
+        if (t := self.accept_op("~")) is not None:
+            return ast.Unary("~", self.unary(), self.pos(t))
         if (t := self.accept_op("-", "+")) is not None:
             operand = self.unary()
             if t.text == "-" and isinstance(operand, ast.Literal) and isinstance(operand.value, (int, float)) \
