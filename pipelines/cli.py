@@ -7,6 +7,8 @@
     asa-beam serve-model [--port N] [--style records|arrays]
     asa-beam tune-batch JOB.yaml FUNCTION
 
+``--verbose`` shows third-party (Beam) warnings and logs, hidden by default.
+
 Exit codes: 0 when the job ran (even with dead-lettered rows); 2 for a bad job, query or
 function configuration (one paragraph, no traceback); 3 when an endpoint stopped the job.
 """
@@ -19,7 +21,53 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from transforms.errors import AsaError, EndpointConfigError
+
+class _StderrHandler(logging.StreamHandler):
+    """Logs to the current ``sys.stderr`` (tests swap it), in the CLI's one-line format."""
+
+    def __init__(self):
+        super().__init__()
+        self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
+class _OwnRecordsOnly(logging.Filter):
+    """Without ``--verbose``, third-party records below ERROR stay off the user's terminal:
+    Beam's import-time ``apitools not found``, ``Deleting N existing files`` on re-runs, the
+    Pub/Sub advice of watched reads, Python warnings."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR or record.name.startswith(("transforms", "pipelines"))
+
+
+_HANDLER = _StderrHandler()
+_QUIET = _OwnRecordsOnly()
+
+
+def configure_logging(verbose: bool) -> None:
+    """One stderr handler on the root logger; third-party chatter filtered unless ``verbose``."""
+    root = logging.getLogger()
+    if _HANDLER not in root.handlers:
+        root.addHandler(_HANDLER)
+        root.setLevel(logging.WARNING)
+    logging.captureWarnings(True)
+    if verbose:
+        _HANDLER.removeFilter(_QUIET)
+    else:
+        _HANDLER.addFilter(_QUIET)
+
+
+# Before anything imports Beam: it logs a warning on import (apitools), through the root logger.
+configure_logging("--verbose" in sys.argv)
+
+from transforms.errors import AsaError, EndpointConfigError  # noqa: E402
 
 EXIT_BAD_JOB = 2
 EXIT_ENDPOINT = 3
@@ -27,8 +75,12 @@ EXIT_ENDPOINT = 3
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="asa-beam", description="Azure Stream Analytics queries on Apache Beam")
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument("--verbose", action="store_true",
+                         help="also show third-party warnings and logs (Beam's), hidden by default")
+    p.add_argument("--verbose", action="store_true", help=verbose._actions[0].help)
     sub = p.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run a job (unknown options go to Beam)")
+    run = sub.add_parser("run", help="run a job (unknown options go to Beam)", parents=[verbose])
     run.add_argument("job")
     run.add_argument("--input", action="append", default=[], metavar="NAME=PATH")
     run.add_argument("--output", action="append", default=[], metavar="NAME=PATH")
@@ -41,7 +93,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="end the job once no new input file has appeared for S seconds (default: never)")
     for name, helptext in (("check", "parse and bind the job; read no data"),
                            ("explain", "print the plan and the PTransforms it becomes")):
-        c = sub.add_parser(name, help=helptext)
+        c = sub.add_parser(name, help=helptext, parents=[verbose])
         c.add_argument("job")
     sub.add_parser("serve-model", help="start the local Azure ML inference server", add_help=False)
     sub.add_parser("tune-batch", help="probe an endpoint to choose batch_size", add_help=False)
@@ -72,10 +124,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from pipelines.tune import main as tune_main
 
         return _guard(lambda: tune_main(argv[1:]) or 0)
+    configure_logging("--verbose" in argv)
     args, beam_args = _parser().parse_known_args(argv)
     if args.command != "run" and beam_args:
         _parser().error(f"unrecognized arguments: {' '.join(beam_args)}")
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "check":
         return _guard(lambda: _check(args.job))
     if args.command == "explain":
