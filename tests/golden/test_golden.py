@@ -110,3 +110,12 @@ def test_golden_case(path):
             assert_that(actual, asa_equal_to(rows or [], ignore), label=f"Output {name}")
         assert_that(out.failed | beam.Map(lambda d: f"{d.step}: {d.reason}: {d.message}"),
                     equal_to([]), label="No dead letters")
+
+
+def test_every_exception_is_listed_in_the_readme():
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme[readme.index("### Golden corpus"):]
+    section = section[:section.index("\n## ")]
+    unlisted = [p.stem for p in CASE_FILES if load(p).get("xfail") and f"`{p.stem}`" not in section]
+    assert not unlisted, f"xfail cases missing from the README's Golden corpus section: {unlisted}"
+    assert f"**{len(CASE_FILES)} cases:" in section, "the README's case count is stale"
