@@ -11,7 +11,9 @@ Per format:
   ``Infinity``, ``-Infinity`` and ``1e999`` are floats; integers keep every digit. A line that
   is not UTF-8, not JSON, not an object, or nested deeper than ``jsoncodec.MAX_DEPTH`` levels
   is a ``malformed_json`` dead letter with the line as ``raw`` (``jsoncodec`` has the rules).
-  A file holding one JSON array is *not* supported (each of its lines would be a dead letter): convert it to JSON lines.
+  A file holding one JSON array is *not* supported (each of its lines would be a dead letter):
+  convert it to JSON lines, or give ``json_layout="auto"`` (``json_documents.py``: arrays and
+  concatenated objects, read whole per file).
 * **csv** — the first record is the header; values stay strings (``""`` for an empty cell),
   as ASA reads CSV. Quoted fields may hold delimiters and newlines. A record with a column
   count different from the header's is a ``malformed_csv`` dead letter with its text as
@@ -89,9 +91,14 @@ class ReadRows(beam.PTransform):
         delimiter: str = ",",
         validate: bool = True,
         watch: Watch | None = None,
+        json_layout: str = "lines",
     ):
         super().__init__()
         self._watch = watch
+        # "auto": a JSON array, concatenated or newline-separated objects (json_documents.py).
+        self._json_layout = json_layout
+        if json_layout not in ("lines", "auto"):
+            raise ValueError(f"input '{name}': json_layout must be 'lines' or 'auto', got {json_layout!r}")
         self._glob = path_glob
         self._format = check_format(format) if format else format_from_path(path_glob)
         self._name = name
@@ -117,7 +124,8 @@ class ReadRows(beam.PTransform):
             raise ValueError(f"input '{self._name}': no file matches '{self._glob}'")
         # ReadFromText splits files but is a splittable DoFn, which Beam's local streaming runner
         # cannot run: a bounded read (reference data) in a streaming pipeline reads whole files.
-        if self._format == "json" and not pbegin.pipeline.options.view_as(StandardOptions).streaming:
+        if (self._format == "json" and self._json_layout == "lines"
+                and not pbegin.pipeline.options.view_as(StandardOptions).streaming):
             parsed = pbegin | "ReadJsonLines" >> _ReadJsonLines(self._glob, self._name)
         else:
             parsed = (
@@ -131,6 +139,10 @@ class ReadRows(beam.PTransform):
         return {ROWS: parsed[ROWS], FAILED: parsed[FAILED]}
 
     def _file_reader(self) -> _FileReader:
+        if self._format == "json" and self._json_layout != "lines":
+            from transforms.io.json_documents import ReadJsonDocumentsFile
+
+            return ReadJsonDocumentsFile(self._name)
         return {
             "json": lambda: _ReadJsonFile(self._name),
             "csv": lambda: _ReadCsvFile(self._name, self._delimiter),
