@@ -126,6 +126,9 @@ def _project_options(p: argparse.ArgumentParser) -> None:
                    help="call Azure ML function NAME at URL (e.g. asa-beam serve-model)")
     p.add_argument("--function-key", action="append", default=[], metavar="NAME=ENV_VAR",
                    help="the key of function NAME is in environment variable ENV_VAR (never the key itself)")
+    p.add_argument("--live-outputs", action="store_true",
+                   help="write a project's Blob Storage outputs to their blobs (default: local files "
+                        "under LocalRunOutputs/, as ASA's local run does)")
 
 
 def _load(args: argparse.Namespace):
@@ -133,7 +136,8 @@ def _load(args: argparse.Namespace):
     from pipelines.project import load
 
     return load(args.job, parameters=args.parameters, inputs=args.input, outputs=args.output,
-                function_endpoints=args.function_endpoint, function_keys=args.function_key)
+                function_endpoints=args.function_endpoint, function_keys=args.function_key,
+                live_outputs=args.live_outputs)
 
 
 def _positive(text: str) -> float:
@@ -189,8 +193,11 @@ def _guard(action) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from pipelines.project import check_blob_access
+
     job = _load(args)
     plan = job.check()
+    check_blob_access(job)  # blobs are listed (credentials, containers), never read
     for note in job.notes:
         print(f"note: {note}")
     print(f"OK: {job.path.name}: {len(plan.inputs)} input(s) read ({', '.join(plan.inputs)}), "
@@ -242,7 +249,7 @@ def _import(args: argparse.Namespace) -> int:
         raise JobConfigError(f"{args.job} is already a job file")
     out = Path(args.out)
     t = translate(args.job, args.parameters, args.input, args.output,
-                  output_root=out.absolute().parent / "LocalRunOutputs")
+                  output_root=out.absolute().parent / "LocalRunOutputs", live_outputs=args.live_outputs)
     if args.function_endpoint or args.function_key:
         from pipelines.job import function_overrides
 
