@@ -20,6 +20,7 @@ setup(
         "PyYAML>=6",
         "quickjs-ng>=0.17,<0.18",
         "msgspec>=0.18,<1",
+        "orjson>=3.9",  # ML request bodies (datetimes passed to json_default; see azureml/client.py)
     ],
     extras_require={
         # The real Azure ML inference server and what the bundled model needs.

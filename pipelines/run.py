@@ -167,6 +167,9 @@ def format_summary(job: Job, summary: RunSummary) -> str:
         parts = [f"{label} {summary.counters.get(f'{fn}.{key}', 0)}" for key, label in (
             ("function_requests", "requests"), ("function_events", "events"),
             ("failed_function_requests", "failed requests"), ("retries", "retries"))]
+        waited_ms = summary.counters.get(f"{fn}.retry_wait_ms", 0)
+        if waited_ms:
+            parts.append(f"waiting to retry {waited_ms / 1000:.1f} s")
         lat = summary.distributions.get(f"{fn}.request_latency_ms")
         if lat is not None and getattr(lat, "count", 0):
             parts.append(f"latency mean {lat.mean:.1f} ms (max {lat.max} ms)")
