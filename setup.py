@@ -32,7 +32,6 @@ setup(
             "numpy>=1.26",
         ],
         "tune": ["matplotlib>=3.8"],
-        "dask": ["apache-beam[dask]>=2.77,<2.78"],
         "test": ["pytest>=8", "ruff>=0.6", "hypothesis>=6.100,<7"],
     },
     entry_points={"console_scripts": ["asa-beam=pipelines.cli:main"]},

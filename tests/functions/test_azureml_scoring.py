@@ -255,18 +255,9 @@ def test_bundle_mode_is_equivalent(fake_endpoint):
     assert all(r.rows <= 128 for r in ep.log)
 
 
-def test_runner_without_state_falls_back_and_says_so(caplog):
-    class DaskRunner:
-        pass
-
-    class FakePipeline:
-        runner = DaskRunner()
-
-    with caplog.at_level(logging.WARNING):
-        assert choose_batching(FakePipeline(), "auto", "score") == BUNDLE
-    assert "DaskRunner" in caplog.text and "BatchElements" in caplog.text
+def test_batching_is_stateful_unless_bundle_is_requested():
     assert choose_batching(beam.Pipeline(), "auto") == STATEFUL
-    assert choose_batching(FakePipeline(), STATEFUL) == STATEFUL
+    assert choose_batching(beam.Pipeline(), BUNDLE) == BUNDLE
 
 
 def test_records_style_and_result_fields(fake_endpoint):

@@ -98,7 +98,7 @@ class AzureMLConfig:
     backoff_base_s: float = 0.5
     backoff_max_s: float = 10.0
     # auto: bundle-local batches in batch jobs, GroupIntoBatches in streaming; bundle: bundle-local
-    # batches through a GroupByKey (runners without state and timers, e.g. Dask; auto picks it there)
+    # batches through a GroupByKey (a synchronous scorer, no user state or timers)
     batching: str = "auto"
     gil_switch_interval_ms: float = 0.2  # while requests are in flight (scoring.GilHandoff); 0 = off
     base_dir: str = "."

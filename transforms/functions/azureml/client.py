@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, urlsplit
 
+from transforms import progress
 from transforms.deadletter import json_default
 from transforms.errors import EndpointConfigError
 from transforms.functions.azureml.swagger import SwaggerSignature, _safe_url
@@ -271,7 +272,19 @@ class ScoringClient:
     # -- the call -----------------------------------------------------------------------------
 
     def call(self, payloads: Sequence[Any]) -> CallResult:
-        """Score one batch, retrying transient failures; raises EndpointConfigError on 401/403/404."""
+        """Score one batch, retrying transient failures; raises EndpointConfigError on 401/403/404.
+
+        Also counts requests in flight, sent and retried for the live progress line."""
+        progress.add("ml.in_flight", 1)
+        try:
+            result = self._call(payloads)
+        finally:
+            progress.add("ml.in_flight", -1)
+        progress.add("ml.requests", result.stats.requests)
+        progress.add("ml.retries", result.stats.retries)
+        return result
+
+    def _call(self, payloads: Sequence[Any]) -> CallResult:
         import requests
         import urllib3
 

@@ -31,11 +31,9 @@ Shape of the pipeline segment (``ScoreRows``)::
   given the rejection rate the job has seen so far; at a high rate, batches are sent in smaller
   parts from the start. A row that was scored is never sent again, and a row is dead-lettered
   only when the endpoint rejected it alone.
-* Runners without user state and timers (Beam's DaskRunner) get bundle-local batches through a
-  GroupByKey keyed by ``(bundle, number // batch_size)`` and a synchronous scorer, and a
-  warning in the log: Beam 2.77's DaskRunner drops everything a DoFn emits in
-  ``finish_bundle`` and mixes up the tagged outputs of a multi-output ParDo, so that path uses
-  neither. (That runner also computes only the branch that ends in the pipeline's last transform.)
+* ``batching: bundle`` gives bundle-local batches through a GroupByKey keyed by
+  ``(bundle, number // batch_size)`` and a synchronous scorer. (Runners without user state, such
+  as Beam's DaskRunner, are refused by ``asa-beam run``: they lose rows; see ``pipelines.runners``.)
 * While requests are in flight the interpreter's GIL switch interval is lowered
   (``GilHandoff``): the HTTP threads then wait far less for the pipeline's thread.
 """
@@ -72,9 +70,6 @@ if TYPE_CHECKING:
 _LOG = logging.getLogger(__name__)
 
 STATEFUL, BUNDLE, AUTO = "stateful", "bundle", "auto"
-
-# Runners known to lack user state and timers (GroupIntoBatches cannot run there).
-RUNNERS_WITHOUT_STATE = frozenset({"DaskRunner"})
 
 METRICS_NAMESPACE = "asa"
 
@@ -123,17 +118,9 @@ class _Pending(NamedTuple):
 
 
 def choose_batching(pipeline: beam.Pipeline | None, requested: str = AUTO, alias: str = "") -> str:
-    """STATEFUL (GroupIntoBatches) or BUNDLE (bundle-local batches) for this pipeline's runner."""
+    """STATEFUL (GroupIntoBatches) unless BUNDLE (bundle-local batches) is requested."""
     if requested in (STATEFUL, BUNDLE):
         return requested
-    runner = getattr(pipeline, "runner", None)
-    name = type(runner).__name__ if runner is not None else ""
-    if name in RUNNERS_WITHOUT_STATE:
-        _LOG.warning(
-            "udf.%s: the %s has no user state and timers; batching rows within bundles "
-            "(BatchElements-style, keyed by bundle and row number) instead of GroupIntoBatches. "
-            "Requests may hold fewer rows than batch_size.", alias, name)
-        return BUNDLE
     return STATEFUL
 
 
