@@ -15,6 +15,7 @@ from pipelines.job import Job
 from pipelines.runners import make_runner, pipeline_options
 from transforms.errors import JobConfigError
 from transforms.functions.azureml import find_endpoint_error
+from transforms.io.checkpoint import Checkpoint, CheckpointError, open_checkpoint
 from transforms.io.watch import Watch
 from transforms.operators.compile import AsaQuery
 from transforms.query.plan import SelectStep
@@ -31,12 +32,23 @@ class RunSummary:
 
 @dataclass(frozen=True)
 class Streaming:
-    """``asa-beam run --streaming``: stream inputs are watched globs (``transforms.io.watch``)."""
+    """``asa-beam run --streaming``: stream inputs are watched globs (``transforms.io.watch``).
+
+    The job is crash-safe (``transforms.io.checkpoint``): its checkpoint is ``checkpoint_dir``,
+    by default ``checkpoint`` beside the first output (``default_checkpoint_dir``);
+    ``checkpoint_dir=False`` runs without one (``--no-checkpoint``).
+    """
 
     poll_interval_s: float = 1.0
     stop_after_idle_s: float | None = None  # None: run until drained (Ctrl-C) or cancelled
+    checkpoint_dir: str | bool | None = None
 
-    def watch(self, job: Job) -> Watch:
+    def checkpoint_path(self, job: Job) -> str | None:
+        if self.checkpoint_dir is False:
+            return None
+        return str(self.checkpoint_dir) if self.checkpoint_dir else default_checkpoint_dir(job)
+
+    def watch(self, job: Job, checkpoint: Checkpoint | None = None, name: str | None = None) -> Watch:
         # The source's watermark trails arrival by the query's tolerances, so an event that the
         # late-arrival policy keeps is never behind it (late_arrival_seconds -1: wait indefinitely).
         o = job.event_ordering
@@ -46,7 +58,35 @@ class Streaming:
         buffering = [getattr(getattr(fn, "config", None), "max_buffering_s", 0.0)
                      for fn in job.functions() if fn.alias.lower() in used]
         grace = max(buffering, default=0.0) + self.poll_interval_s if any(buffering) else 0.0
-        return Watch(self.poll_interval_s, self.stop_after_idle_s, lag, grace)
+        log = checkpoint.input_log(name) if checkpoint is not None and name is not None else None
+        return Watch(self.poll_interval_s, self.stop_after_idle_s, lag, grace, checkpoint=log)
+
+
+def default_checkpoint_dir(job: Job) -> str:
+    """``<directory of the first output>/checkpoint`` (a local directory: it is locked and fsync'ed)."""
+    first = next(iter(job.outputs.values()))
+    directory = os.path.dirname(first.path)
+    if "://" in first.path:
+        raise JobConfigError(
+            f"output '{first.name}' is not a local path ({first.path}): a streaming job needs a local "
+            f"checkpoint directory; give one with --checkpoint-dir")
+    return os.path.join(directory or ".", "checkpoint")
+
+
+def job_identity(job: Job) -> str:
+    """What a checkpoint's replay depends on: the query, inputs, outputs and event ordering (a hash;
+    function settings, which may hold keys, are left out)."""
+    import hashlib
+    import json
+
+    def specs(d):
+        return sorted((n.lower(), s.path, s.format, sorted((k, str(v)) for k, v in s.options.items()))
+                      for n, s in d.items())
+
+    o = job.event_ordering
+    text = json.dumps([job.query, specs(job.inputs), specs(job.outputs), job.dead_letter.path,
+                       job.dead_letter.format, [o.late_arrival_s, o.out_of_order_s, o.policy]])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def check_inputs(job: Job, streaming: Streaming | None = None) -> None:
@@ -65,8 +105,10 @@ def check_inputs(job: Job, streaming: Streaming | None = None) -> None:
             raise JobConfigError(f"input '{name}': no file matches '{spec.path}'")
 
 
-def build_pipeline(job: Job, pipeline: beam.Pipeline, streaming: Streaming | None = None) -> None:
-    """Add the job's transforms to ``pipeline``; with ``streaming``, stream inputs are watched."""
+def build_pipeline(job: Job, pipeline: beam.Pipeline, streaming: Streaming | None = None,
+                   checkpoint: Checkpoint | None = None) -> None:
+    """Add the job's transforms to ``pipeline``; with ``streaming``, stream inputs are watched
+    (and, with ``checkpoint``, logged and replayed; outputs deduplicated after a restart)."""
     from transforms.io import ReadRows, WriteDeadLetters, WriteRows
 
     check_inputs(job, streaming)
@@ -77,7 +119,7 @@ def build_pipeline(job: Job, pipeline: beam.Pipeline, streaming: Streaming | Non
         spec = next(s for n, s in job.inputs.items() if n.lower() == name.lower())
         options = {k: v for k, v in spec.options.items() if k != "reference"}
         if streaming is not None and not spec.options.get("reference"):
-            options["watch"] = streaming.watch(job)  # reference data stays a bounded read
+            options["watch"] = streaming.watch(job, checkpoint, name)  # reference data stays a bounded read
         out = pipeline | f"Read {name}" >> ReadRows(spec.path, spec.format, name=name, **options)
         sources[name] = out["rows"]
         read_failed.append(out["failed"])
@@ -88,9 +130,13 @@ def build_pipeline(job: Job, pipeline: beam.Pipeline, streaming: Streaming | Non
         kwargs = dict(spec.options)
         if columns is not None and spec.format == "csv":
             kwargs.setdefault("columns", list(columns))
+        if checkpoint is not None:
+            kwargs["checkpoint"] = checkpoint.output_log(f"output.{name}")
         pcoll | f"Write {name}" >> WriteRows(spec.path, spec.format, name=name, **kwargs)
     failed = (*read_failed, outputs.failed) | "All dead letters" >> beam.Flatten()
-    failed | "Write dead letters" >> WriteDeadLetters(job.dead_letter.path, job.dead_letter.format)
+    failed | "Write dead letters" >> WriteDeadLetters(
+        job.dead_letter.path, job.dead_letter.format,
+        checkpoint=checkpoint.output_log("dead_letters") if checkpoint is not None else None)
 
 
 def _static_columns(job: Job, output: str) -> tuple[str, ...] | None:
@@ -100,18 +146,37 @@ def _static_columns(job: Job, output: str) -> tuple[str, ...] | None:
     return cols.pop() if len(cols) == 1 else None
 
 
-def run_job(job: Job, beam_args: Sequence[str] = (), streaming: Streaming | None = None) -> RunSummary:
+def run_job(job: Job, beam_args: Sequence[str] = (), streaming: Streaming | None = None,
+            on_resume=None) -> RunSummary:
+    """Runs the job. A streaming job with a checkpoint (the default) locks it, replays the files of
+    its current epoch first (``on_resume(checkpoint, {input: files})`` is told when there are any),
+    and records a clean end when the pipeline finishes normally."""
     options = pipeline_options(beam_args, streaming=streaming is not None)
     pipeline = beam.Pipeline(runner=make_runner(options), options=options)
-    build_pipeline(job, pipeline, streaming)
+    path = streaming.checkpoint_path(job) if streaming is not None else None
+    checkpoint = lock = None
+    if path is not None:
+        try:
+            checkpoint, lock = open_checkpoint(path, job_identity(job))
+        except CheckpointError as e:
+            raise JobConfigError(str(e)) from None
     try:
-        result = pipeline.run()
-        result.wait_until_finish()
-    except Exception as e:
-        endpoint_error = find_endpoint_error(e)
-        if endpoint_error is not None:
-            raise endpoint_error from None
-        raise
+        build_pipeline(job, pipeline, streaming, checkpoint)
+        if checkpoint is not None and on_resume is not None and (pending := checkpoint.pending()):
+            on_resume(checkpoint, pending)
+        try:
+            result = pipeline.run()
+            result.wait_until_finish()
+        except Exception as e:
+            endpoint_error = find_endpoint_error(e)
+            if endpoint_error is not None:
+                raise endpoint_error from None
+            raise
+        if checkpoint is not None:
+            checkpoint.finish(job_identity(job))  # every window emitted, every output file committed
+    finally:
+        if lock is not None:
+            lock.release()
     return collect_metrics(result)
 
 
@@ -137,6 +202,7 @@ def format_summary(job: Job, summary: RunSummary) -> str:
     for name in job.plan().output_names():
         spec = next(s for n, s in job.outputs.items() if n.lower() == name.lower())
         lines.append(f"  written  {name}: {summary.counters.get(f'output.{name}.rows', 0)} rows -> {spec.path}-*")
+    lines += _resumed_lines(summary)
     filtered = sum(v for k, v in summary.counters.items() if k.startswith("step.") and k.endswith(".filtered"))
     lines.append(f"  filtered by the query: {filtered} rows")
     dead = summary.prefixed("dead_letter.")
@@ -153,6 +219,17 @@ def format_summary(job: Job, summary: RunSummary) -> str:
             parts.append(f"latency mean {lat.mean:.1f} ms (max {lat.max} ms)")
         lines.append(f"  udf.{fn}: " + ", ".join(parts))
     return "\n".join(lines)
+
+
+def _resumed_lines(summary: RunSummary) -> list[str]:
+    """After a restart: rows the replay recomputed that an earlier run had already written
+    (counted in ``written`` above, not written again)."""
+    already = {k.split(".")[1]: v for k, v in summary.counters.items()
+               if k.startswith("output.") and k.endswith(".already_written") and v}
+    if not already:
+        return []
+    parts = ", ".join(f"{n} {name.replace('dead_letters', 'dead letters')}" for name, n in sorted(already.items()))
+    return [f"  resumed: already written before the restart, not written again: {parts} rows"]
 
 
 def _step_transforms(step: SelectStep, functions) -> list[str]:

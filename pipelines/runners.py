@@ -23,7 +23,7 @@ from apache_beam.runners.runner import PipelineRunner
 from apache_beam.transforms import PTransform, Windowing, window
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Timestamp
 
-from transforms.io.watch import WatchFiles, WatchState, poll, should_end
+from transforms.io.watch import WatchFiles, WatchState, next_files, should_end, start_watch
 
 _DIRECT_NAMES = {None, "direct", "directrunner", "switchingdirectrunner"}
 
@@ -124,25 +124,25 @@ class _WatchFilesEvaluator(_TransformEvaluator):
         state = self._state
         now = time.time()
         if state is None:
-            state = WatchState(started=now)
+            state = start_watch(watch, now)  # with a checkpoint: the files to replay first
         elif state.next_poll > now:
             time.sleep(state.next_poll - now)  # as Beam's Pub/Sub evaluator blocks in its pull
             now = time.time()
-        ready = poll(watch.pattern, state, now) if state.finishing_since is None else []
+        ready = next_files(watch, state, now)  # (metadata, arrival); replayed files keep theirs
         state.next_poll = now + watch.poll_interval_s
-        arrival = Timestamp.of(now)
+        arrival = Timestamp.of(min([now, *(a for _, a in ready)]))
         bundles = []
         if ready:
             bundle = self._evaluation_context.create_bundle(next(iter(self._outputs)))
-            for metadata in ready:
-                bundle.output(window.GlobalWindows.windowed_value(metadata, timestamp=arrival))
+            for metadata, arrived in ready:
+                bundle.output(window.GlobalWindows.windowed_value(metadata, timestamp=Timestamp.of(arrived)))
             bundles.append(bundle)
         if should_end(watch, state, now):
             return TransformResult(self, bundles, [], None, {None: None})
         again = self._evaluation_context.create_bundle(pvalue.PBegin(self._applied_ptransform.transform.pipeline))
         again.add(window.GlobalWindows.windowed_value(state, timestamp=arrival))
         lag = watch.watermark_lag_s
-        hold = MIN_TIMESTAMP if lag is None else Timestamp.of(now - lag)
+        hold = MIN_TIMESTAMP if lag is None else Timestamp.of(arrival.micros / 1e6 - lag)
         return TransformResult(self, bundles, [again], None, {None: hold})
 
 
