@@ -88,13 +88,13 @@ def arrivals(checkpoint: Path) -> dict[str, float]:
 class Job:
     """One ``asa-beam run --streaming`` process; its stdout/stderr go to files (it may be killed)."""
 
-    def __init__(self, job: Path, logs: Path, n: int):
+    def __init__(self, job: Path, logs: Path, n: int, *flags: str):
         self.out = logs / f"run-{n}.out"
         self.err = logs / f"run-{n}.err"
         with open(self.out, "w") as out, open(self.err, "w") as err:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "pipelines.cli", "run", str(job), "--streaming",
-                 "--poll-interval", "0.2", "--stop-after-idle", "3"],
+                 "--poll-interval", "0.2", "--stop-after-idle", "3", *flags],
                 stdout=out, stderr=err, text=True)
 
     def watching(self) -> bool:
@@ -179,7 +179,8 @@ def test_killed_at_random_moments_and_restarted_the_job_writes_every_row_exactly
 def test_after_a_clean_end_a_new_run_reads_only_new_files(tmp_path):
     job = write_job(tmp_path)
     out = tmp_path / "out"
-    first = Job(job, tmp_path, 0)
+    flags = ("--checkpoint-dir", str(tmp_path / "state"))
+    first = Job(job, tmp_path, 0, *flags)
     produced = []
     while len(produced) < 6:
         if first.watching():
@@ -187,7 +188,8 @@ def test_after_a_clean_end_a_new_run_reads_only_new_files(tmp_path):
         time.sleep(0.3)
     assert first.proc.wait(timeout=120) == 0, first.err.read_text()
     before = sorted(os.listdir(out))
-    second = Job(job, tmp_path, 1)
+    assert (tmp_path / "state" / "EPOCH").exists() and not (out / "checkpoint").exists()
+    second = Job(job, tmp_path, 1, *flags)
     while not second.watching():
         time.sleep(0.1)
     produced += produce(tmp_path / "in", 2)

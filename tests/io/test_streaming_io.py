@@ -351,3 +351,18 @@ def test_fingerprints_identify_rows_by_value():
     assert fingerprint({"a": 1, "t": when}) == fingerprint({"t": when, "a": 1})
     assert fingerprint({"a": {"x": 1, "y": [1, 2]}}) == fingerprint({"a": {"y": [1, 2], "x": 1}})
     assert len({fingerprint({"a": v}) for v in (1, 1.0, "1", True, None, [1], float("nan"))}) == 7
+
+
+def test_a_replayed_file_deleted_meanwhile_is_skipped_with_a_warning(tmp_path, caplog):
+    from transforms.io.checkpoint import Arrival, open_checkpoint
+    from transforms.io.watch import next_files, start_watch
+
+    (tmp_path / "a.json").write_text("{}\n")
+    checkpoint, lock = open_checkpoint(tmp_path / "ckpt", "job")
+    log = checkpoint.input_log("trips")
+    log.append([Arrival(str(tmp_path / "a.json"), 3, 1.0, 5.0), Arrival(str(tmp_path / "b.json"), 3, 1.0, 6.0)])
+    state = start_watch(WatchFiles(str(tmp_path / "*.json"), checkpoint=log), now=10.0)
+    files = next_files(WatchFiles(str(tmp_path / "*.json"), checkpoint=log), state, now=10.0)
+    lock.release()
+    assert [(Path(m.path).name, a) for m, a in files] == [("a.json", 5.0)]
+    assert "b.json was deleted before the job ended cleanly" in caplog.text

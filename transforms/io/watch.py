@@ -33,6 +33,7 @@ BundleBasedDirectRunner (``pipelines.runners``), which polls with the rules abov
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -204,7 +205,13 @@ def next_files(transform: WatchFiles, state: WatchState, now: float) -> list[tup
     ``now``. With a checkpoint, new files are in its arrival log, on disk, before this returns."""
     out = []
     if state.replay:
-        out = [(FileMetadata(a.path, a.size, a.mtime), a.arrival) for a in state.replay]
+        for a in state.replay:
+            if FileSystems.exists(a.path):
+                out.append((FileMetadata(a.path, a.size, a.mtime), a.arrival))
+            else:  # cannot be read again: the results it had committed stay, the others are lost
+                logging.getLogger(__name__).warning(
+                    "%s was deleted before the job ended cleanly: it cannot be read again after the "
+                    "restart; keep input files until the job has ended", a.path)
         state.replay = []
         state.last_change = now
     if state.finishing_since is None:
