@@ -38,7 +38,8 @@ GROUP BY vendor, TumblingWindow(second, 2)
 SELECT id, fare INTO expensive FROM trips WHERE fare > 10
 """
 
-FILES = 48  # files of 3 trips (+ one broken line each)
+FILES = 40  # files of 3 trips (+ one broken line each)
+KILLS = 8  # SIGKILLs per run of the test, then one run that ends by itself
 
 
 def write_job(tmp_path: Path) -> Path:
@@ -88,13 +89,13 @@ def arrivals(checkpoint: Path) -> dict[str, float]:
 class Job:
     """One ``asa-beam run --streaming`` process; its stdout/stderr go to files (it may be killed)."""
 
-    def __init__(self, job: Path, logs: Path, n: int, *flags: str):
+    def __init__(self, job: Path, logs: Path, n: int, *flags: str, idle: float = 3):
         self.out = logs / f"run-{n}.out"
         self.err = logs / f"run-{n}.err"
         with open(self.out, "w") as out, open(self.err, "w") as err:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "pipelines.cli", "run", str(job), "--streaming",
-                 "--poll-interval", "0.2", "--stop-after-idle", "3", *flags],
+                 "--poll-interval", "0.2", "--stop-after-idle", str(idle), *flags],
                 stdout=out, stderr=err, text=True)
 
     def watching(self) -> bool:
@@ -109,7 +110,10 @@ def committed(out: Path, output: str) -> int:
     return len(list(out.glob(f"{output}-*")))
 
 
-@pytest.mark.parametrize("seed", [12])
+SEEDS = [int(x) for x in os.environ.get("ASA_BEAM_RESTART_SEEDS", "12").split(",")]  # more: "1,2,3"
+
+
+@pytest.mark.parametrize("seed", SEEDS)
 def test_killed_at_random_moments_and_restarted_the_job_writes_every_row_exactly_once(tmp_path, seed):
     job = write_job(tmp_path)
     out = tmp_path / "out"
@@ -118,10 +122,11 @@ def test_killed_at_random_moments_and_restarted_the_job_writes_every_row_exactly
     files = 0
     # Each kill comes a random time after: the start (so some hit start-up or the replay), the
     # moment the job watches, or — once, for certain — the first committed window rows.
-    anchors = ["start", "watching", "watching", "start", "windows", "watching"]
+    anchors = [rng.choice(("start", "watching", "watching")) for _ in range(KILLS - 1)]
+    anchors.insert(rng.randrange(1, KILLS), "windows")
     killed_with_windows = 0
     for run, anchor in enumerate(anchors):
-        proc = Job(job, tmp_path, run)
+        proc = Job(job, tmp_path, run, idle=60)  # killed before it could end by itself
         started = time.monotonic()
         kill_at = None
         while kill_at is None or time.monotonic() < kill_at:
@@ -132,7 +137,7 @@ def test_killed_at_random_moments_and_restarted_the_job_writes_every_row_exactly
             if files < FILES and watching:
                 produced += produce(tmp_path / "in", files)
                 files += 1
-            time.sleep(rng.uniform(0.05, 0.3))
+            time.sleep(rng.uniform(0.1, 0.5))
             assert time.monotonic() - started < 120, f"run {run} ({anchor}) did not get going"
         assert proc.proc.poll() is None, proc.err.read_text()
         killed_with_windows += committed(out, "counts") > 0
