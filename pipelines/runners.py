@@ -21,6 +21,7 @@ from apache_beam.runners.direct.transform_evaluator import TransformEvaluatorReg
 from apache_beam.runners.direct.util import TransformResult
 from apache_beam.runners.runner import PipelineRunner
 from apache_beam.transforms import PTransform, Windowing, window
+from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Timestamp
 
 from transforms.io.watch import WatchFiles, WatchState, next_files, should_end, start_watch
@@ -42,6 +43,7 @@ class LocalDirectRunner(SwitchingDirectRunner):
             # windows and triggers as (real) time passes.
             pipeline.replace_all([_LocalWatchOverride()])
             _count_metrics_of_every_bundle()
+            _hold_watermarks_for_timers()
             return BundleBasedDirectRunner().run_pipeline(pipeline, options)
         return super().run_pipeline(pipeline, options)
 
@@ -82,6 +84,47 @@ def _count_metrics_of_every_bundle() -> None:
 
     call_with_fresh_metrics.fresh_metrics = True
     executor.TransformExecutor.call = call_with_fresh_metrics
+
+
+def _hold_watermarks_for_timers() -> None:
+    """Makes Beam 2.77's BundleBasedDirectRunner hold a step's output watermark for its event-time timers.
+
+    That runner advances a stateful step's output watermark as soon as its input watermark
+    moves, before the timers this makes due have fired, so rows a timer emits (LAG/LAST/ISFIRST
+    results, LEFT OUTER misses, session ends) can reach a downstream window after it closed:
+    they were dropped, or fired the window a second time. Beam's Java runners hold the output
+    watermark at the earliest pending timer; this does the same for user timers: a stateful
+    step's output watermark stays below every event-time timer still set in its keyed state (a
+    timer leaves the state in the commit that also hands its output rows to the next step, where
+    they hold that step's input watermark as pending elements).
+    """
+    from apache_beam.runners.direct import watermark_manager as wm
+    from apache_beam.utils.timestamp import TIME_GRANULARITY
+
+    refresh = wm._TransformWatermarks.refresh
+    if getattr(refresh, "holds_for_timers", False):
+        return
+
+    def refresh_holding_for_timers(self) -> bool:
+        with self._lock:
+            earliest = None
+            for state in list(self._keyed_states.values()):
+                for timers in list(getattr(state, "timers", {}).values()):
+                    for (name, domain, _), ts in list(timers.items()):
+                        # User timers only: a GroupByKey's trigger timers are Beam's own, and it
+                        # hands their output on correctly (holding for them stalls late firings).
+                        if (domain == TimeDomain.WATERMARK and name.startswith("user/")
+                                and (earliest is None or ts < earliest)):
+                            earliest = ts
+            key = "asa-beam: earliest timer"
+            if earliest is None:
+                self._keyed_earliest_holds.pop(key, None)
+            else:
+                self._keyed_earliest_holds[key] = earliest - TIME_GRANULARITY
+        return refresh(self)
+
+    refresh_holding_for_timers.holds_for_timers = True
+    wm._TransformWatermarks.refresh = refresh_holding_for_timers
 
 
 # -- WatchFiles as a native source of the BundleBasedDirectRunner ------------------------------
