@@ -86,6 +86,9 @@ def _count_metrics_of_every_bundle() -> None:
     executor.TransformExecutor.call = call_with_fresh_metrics
 
 
+_END_OF_TIME = window.GlobalWindow().max_timestamp()
+
+
 def _hold_watermarks_for_timers() -> None:
     """Makes Beam 2.77's BundleBasedDirectRunner hold a step's output watermark for its event-time timers.
 
@@ -101,6 +104,9 @@ def _hold_watermarks_for_timers() -> None:
     from apache_beam.runners.direct import watermark_manager as wm
     from apache_beam.utils.timestamp import TIME_GRANULARITY
 
+    # Timers at the end of the global window (GroupIntoBatches' final flush) are not held for:
+    # that runner ends the pipeline without firing them once every watermark is final, and a
+    # hold would stall it instead (the watch's drain grace lets such batches leave earlier).
     refresh = wm._TransformWatermarks.refresh
     if getattr(refresh, "holds_for_timers", False):
         return
@@ -113,7 +119,7 @@ def _hold_watermarks_for_timers() -> None:
                     for (name, domain, _), ts in list(timers.items()):
                         # User timers only: a GroupByKey's trigger timers are Beam's own, and it
                         # hands their output on correctly (holding for them stalls late firings).
-                        if (domain == TimeDomain.WATERMARK and name.startswith("user/")
+                        if (domain == TimeDomain.WATERMARK and name.startswith("user/") and ts < _END_OF_TIME
                                 and (earliest is None or ts < earliest)):
                             earliest = ts
             key = "asa-beam: earliest timer"
