@@ -136,7 +136,7 @@ def _explain(job_path: str) -> int:
 
 def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
     from pipelines.job import load_job
-    from pipelines.run import Streaming, check_inputs, format_summary, run_job
+    from pipelines.run import Streaming, check_inputs, format_summary, run_job, run_streaming_job
 
     job = load_job(args.job, args.input, args.output)
     job.check()  # every configuration problem before any data is read
@@ -158,7 +158,7 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
             with _drain_on_interrupt():
                 print(f"asa-beam: streaming: watching {watched} every {args.poll_interval:g} s{idle}; "
                       "Ctrl-C drains the job", file=sys.stderr, flush=True)
-                summary = run_job(job, beam_args, streaming, on_resume=resuming)
+                summary = run_streaming_job(job, beam_args, streaming, on_resume=resuming)
         except KeyboardInterrupt:
             print("asa-beam: stopped at once; open windows were not emitted. The next run with the same "
                   "checkpoint reads their files again", file=sys.stderr, flush=True)

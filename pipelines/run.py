@@ -147,37 +147,43 @@ def _static_columns(job: Job, output: str) -> tuple[str, ...] | None:
 
 
 def run_job(job: Job, beam_args: Sequence[str] = (), streaming: Streaming | None = None,
-            on_resume=None) -> RunSummary:
-    """Runs the job. A streaming job with a checkpoint (the default) locks it, replays the files of
-    its current epoch first (``on_resume(checkpoint, {input: files})`` is told when there are any),
-    and records a clean end when the pipeline finishes normally."""
+            checkpoint: Checkpoint | None = None) -> RunSummary:
     options = pipeline_options(beam_args, streaming=streaming is not None)
     pipeline = beam.Pipeline(runner=make_runner(options), options=options)
-    path = streaming.checkpoint_path(job) if streaming is not None else None
-    checkpoint = lock = None
-    if path is not None:
-        try:
-            checkpoint, lock = open_checkpoint(path, job_identity(job))
-        except CheckpointError as e:
-            raise JobConfigError(str(e)) from None
+    build_pipeline(job, pipeline, streaming, checkpoint)
     try:
-        build_pipeline(job, pipeline, streaming, checkpoint)
-        if checkpoint is not None and on_resume is not None and (pending := checkpoint.pending()):
-            on_resume(checkpoint, pending)
-        try:
-            result = pipeline.run()
-            result.wait_until_finish()
-        except Exception as e:
-            endpoint_error = find_endpoint_error(e)
-            if endpoint_error is not None:
-                raise endpoint_error from None
-            raise
-        if checkpoint is not None:
-            checkpoint.finish(job_identity(job))  # every window emitted, every output file committed
-    finally:
-        if lock is not None:
-            lock.release()
+        result = pipeline.run()
+        result.wait_until_finish()
+    except Exception as e:
+        endpoint_error = find_endpoint_error(e)
+        if endpoint_error is not None:
+            raise endpoint_error from None
+        raise
     return collect_metrics(result)
+
+
+def run_streaming_job(job: Job, beam_args: Sequence[str], streaming: Streaming, on_resume=None) -> RunSummary:
+    """``run_job`` for a crash-safe streaming job (``transforms.io.checkpoint``): locks the checkpoint,
+    tells ``on_resume(checkpoint, {input: files to replay})`` when a crashed run is resumed, and
+    records the clean end (a new epoch) once the pipeline has finished normally. Without a
+    checkpoint (``Streaming(checkpoint_dir=False)``) it is ``run_job``."""
+    path = streaming.checkpoint_path(job)
+    if path is None:
+        return run_job(job, beam_args, streaming)
+    identity = job_identity(job)
+    try:
+        checkpoint, lock = open_checkpoint(path, identity)
+    except CheckpointError as e:
+        raise JobConfigError(str(e)) from None
+    try:
+        pending = checkpoint.pending()
+        if pending and on_resume is not None:
+            on_resume(checkpoint, pending)
+        summary = run_job(job, beam_args, streaming, checkpoint)
+        checkpoint.finish(identity)  # every window emitted, every output file committed
+    finally:
+        lock.release()
+    return summary
 
 
 def collect_metrics(result: Any) -> RunSummary:
