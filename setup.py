@@ -18,6 +18,7 @@ setup(
         "fastavro>=1.9",
         "PyYAML>=6",
         "quickjs-ng>=0.17,<0.18",
+        "msgspec>=0.18,<1",
     ],
     extras_require={
         # The real Azure ML inference server and what the bundled model needs.
@@ -30,7 +31,7 @@ setup(
         ],
         "tune": ["matplotlib>=3.8"],
         "dask": ["apache-beam[dask]>=2.77,<2.78"],
-        "test": ["pytest>=8", "ruff>=0.6"],
+        "test": ["pytest>=8", "ruff>=0.6", "hypothesis>=6.100,<7"],
     },
     entry_points={"console_scripts": ["asa-beam=pipelines.cli:main"]},
 )

@@ -1,15 +1,22 @@
 """``asa-beam``: run, check and explain ASA jobs on Apache Beam; serve the local model; tune batches.
 
     asa-beam run JOB.yaml [--input NAME=PATH] [--output NAME=PATH] [Beam options, e.g. --runner DirectRunner]
+    asa-beam run|check|explain PROJECT [--parameters FILE] [--function-endpoint NAME=URL] [--function-key NAME=ENV_VAR]
+        (PROJECT: a folder with asaproj.json, the asaproj.json, a *.asaproj, or an ARM template)
+    asa-beam import PROJECT -o job.yaml
+    asa-beam test PROJECT [--config test/testConfig.json] [--output-dir DIR]
     asa-beam run JOB.yaml --streaming [--poll-interval S] [--stop-after-idle S] [--checkpoint-dir DIR]
     asa-beam check JOB.yaml
     asa-beam explain JOB.yaml
     asa-beam serve-model [--port N] [--style records|arrays]
     asa-beam tune-batch JOB.yaml FUNCTION
 
+``--verbose`` shows third-party (Beam) warnings and logs, hidden by default.
+
 Exit codes: 0 when the job ran (even with dead-lettered rows); 2 for a bad job, query or
 function configuration (one paragraph, no traceback); 3 when an endpoint stopped the job;
 130 when a streaming job was stopped at once by a second Ctrl-C/SIGTERM (its checkpoint resumes it).
+``test``: 0 all test cases passed, 1 a test case failed, 2 and 3 as above.
 SIGINT and SIGTERM work even when the shell started asa-beam with SIGINT ignored (``cmd &``).
 """
 
@@ -21,7 +28,53 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from transforms.errors import AsaError, EndpointConfigError
+
+class _StderrHandler(logging.StreamHandler):
+    """Logs to the current ``sys.stderr`` (tests swap it), in the CLI's one-line format."""
+
+    def __init__(self):
+        super().__init__()
+        self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
+class _OwnRecordsOnly(logging.Filter):
+    """Without ``--verbose``, third-party records below ERROR stay off the user's terminal:
+    Beam's import-time ``apitools not found``, ``Deleting N existing files`` on re-runs, the
+    Pub/Sub advice of watched reads, Python warnings."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR or record.name.startswith(("transforms", "pipelines"))
+
+
+_HANDLER = _StderrHandler()
+_QUIET = _OwnRecordsOnly()
+
+
+def configure_logging(verbose: bool) -> None:
+    """One stderr handler on the root logger; third-party chatter filtered unless ``verbose``."""
+    root = logging.getLogger()
+    if _HANDLER not in root.handlers:
+        root.addHandler(_HANDLER)
+        root.setLevel(logging.WARNING)
+    logging.captureWarnings(True)
+    if verbose:
+        _HANDLER.removeFilter(_QUIET)
+    else:
+        _HANDLER.addFilter(_QUIET)
+
+
+# Before anything imports Beam: it logs a warning on import (apitools), through the root logger.
+configure_logging("--verbose" in sys.argv)
+
+from transforms.errors import AsaError, EndpointConfigError, JobConfigError  # noqa: E402
 
 EXIT_BAD_JOB = 2
 EXIT_ENDPOINT = 3
@@ -30,11 +83,14 @@ EXIT_INTERRUPTED = 130  # a second Ctrl-C (or SIGTERM) stopped a streaming job a
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="asa-beam", description="Azure Stream Analytics queries on Apache Beam")
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument("--verbose", action="store_true",
+                         help="also show third-party warnings and logs (Beam's), hidden by default")
+    p.add_argument("--verbose", action="store_true", help=verbose._actions[0].help)
     sub = p.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run a job (unknown options go to Beam)")
+    run = sub.add_parser("run", help="run a job (unknown options go to Beam)", parents=[verbose])
     run.add_argument("job")
-    run.add_argument("--input", action="append", default=[], metavar="NAME=PATH")
-    run.add_argument("--output", action="append", default=[], metavar="NAME=PATH")
+    _project_options(run)
     run.add_argument("--quiet", action="store_true", help="no summary")
     stream = run.add_argument_group("streaming (inputs are watched globs; Ctrl-C drains the job)")
     stream.add_argument("--streaming", action="store_true", help="run as a streaming job on watched inputs")
@@ -49,11 +105,43 @@ def _parser() -> argparse.ArgumentParser:
                         help="no checkpoint: a restarted job reads every file again")
     for name, helptext in (("check", "parse and bind the job; read no data"),
                            ("explain", "print the plan and the PTransforms it becomes")):
-        c = sub.add_parser(name, help=helptext)
+        c = sub.add_parser(name, help=helptext, parents=[verbose])
         c.add_argument("job")
+        _project_options(c)
+    imp = sub.add_parser("import", help="write the job.yaml equivalent to an ASA project or ARM template",
+                         parents=[verbose])
+    imp.add_argument("job", metavar="PROJECT")
+    imp.add_argument("-o", "--out", required=True, metavar="JOB.yaml")
+    _project_options(imp)
+    test = sub.add_parser("test", help="run a project's unit tests (azure-streamanalytics-cicd test format)",
+                          parents=[verbose])
+    test.add_argument("job", metavar="PROJECT")
+    test.add_argument("--config", metavar="FILE", help="the test configuration (default: test/testConfig.json)")
+    test.add_argument("--output-dir", metavar="DIR", help="where outputs and testResultSummary.json go")
+    test.add_argument("--parameters", metavar="FILE", help="ARM parameters file (default: beside the template)")
+    test.add_argument("--function-endpoint", action="append", default=[], metavar="NAME=URL")
+    test.add_argument("--function-key", action="append", default=[], metavar="NAME=ENV_VAR")
     sub.add_parser("serve-model", help="start the local Azure ML inference server", add_help=False)
     sub.add_parser("tune-batch", help="probe an endpoint to choose batch_size", add_help=False)
     return p
+
+
+def _project_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--input", action="append", default=[], metavar="NAME=PATH")
+    p.add_argument("--output", action="append", default=[], metavar="NAME=PATH")
+    p.add_argument("--parameters", metavar="FILE", help="ARM parameters file (default: <template>.parameters.json)")
+    p.add_argument("--function-endpoint", action="append", default=[], metavar="NAME=URL",
+                   help="call Azure ML function NAME at URL (e.g. asa-beam serve-model)")
+    p.add_argument("--function-key", action="append", default=[], metavar="NAME=ENV_VAR",
+                   help="the key of function NAME is in environment variable ENV_VAR (never the key itself)")
+
+
+def _load(args: argparse.Namespace):
+    """The job of a job.yaml, an ASA project or an ARM template, with the command line's overrides."""
+    from pipelines.project import load
+
+    return load(args.job, parameters=args.parameters, inputs=args.input, outputs=args.output,
+                function_endpoints=args.function_endpoint, function_keys=args.function_key)
 
 
 def _positive(text: str) -> float:
@@ -91,14 +179,20 @@ def _main(argv: list[str]) -> int:
         from pipelines.tune import main as tune_main
 
         return _guard(lambda: tune_main(argv[1:]) or 0)
+    configure_logging("--verbose" in argv)
     args, beam_args = _parser().parse_known_args(argv)
     if args.command != "run" and beam_args:
         _parser().error(f"unrecognized arguments: {' '.join(beam_args)}")
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "check":
-        return _guard(lambda: _check(args.job))
+        return _guard(lambda: _check(args))
     if args.command == "explain":
-        return _guard(lambda: _explain(args.job))
+        return _guard(lambda: _explain(args))
+    if args.command == "import":
+        return _guard(lambda: _import(args))
+    if args.command == "test":
+        from pipelines.project.testconfig import main as test_main
+
+        return _guard(lambda: test_main(args))
     return _guard(lambda: _run(args, beam_args))
 
 
@@ -113,33 +207,35 @@ def _guard(action) -> int:
         return EXIT_BAD_JOB
 
 
-def _check(job_path: str) -> int:
-    from pipelines.job import load_job
-
-    job = load_job(job_path)
+def _check(args: argparse.Namespace) -> int:
+    job = _load(args)
     plan = job.check()
+    for note in job.notes:
+        print(f"note: {note}")
     print(f"OK: {job.path.name}: {len(plan.inputs)} input(s) read ({', '.join(plan.inputs)}), "
           f"{len(plan.steps)} step(s), output(s) {', '.join(plan.output_names())}"
           + (f", functions {', '.join(plan.functions_used())}" if plan.functions_used() else ""))
     return 0
 
 
-def _explain(job_path: str) -> int:
-    from pipelines.job import load_job
+def _explain(args: argparse.Namespace) -> int:
     from pipelines.run import describe_pipeline
 
-    job = load_job(job_path)
+    job = _load(args)
     job.check()
+    for note in job.notes:
+        print(f"note: {note}")
     print(describe_pipeline(job))
     return 0
 
 
 def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
-    from pipelines.job import load_job
     from pipelines.run import Streaming, check_inputs, format_summary, run_job, run_streaming_job
 
-    job = load_job(args.job, args.input, args.output)
+    job = _load(args)
     job.check()  # every configuration problem before any data is read
+    for note in job.notes:
+        print(f"asa-beam: note: {note}", file=sys.stderr)
     checkpoint_dir = False if args.no_checkpoint else args.checkpoint_dir
     streaming = Streaming(args.poll_interval, args.stop_after_idle, checkpoint_dir) if args.streaming else None
     check_inputs(job, streaming)
@@ -165,6 +261,30 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
             return EXIT_INTERRUPTED
     if not args.quiet:
         print(format_summary(job, summary))
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pipelines.project import kind_of, translate, write_job_file
+
+    if kind_of(Path(args.job).absolute()) == "job":
+        raise JobConfigError(f"{args.job} is already a job file")
+    out = Path(args.out)
+    t = translate(args.job, args.parameters, args.input, args.output,
+                  output_root=out.absolute().parent / "LocalRunOutputs")
+    if args.function_endpoint or args.function_key:
+        from pipelines.job import function_overrides
+
+        t.doc["functions"] = function_overrides(t.doc.get("functions") or {}, args.function_endpoint,
+                                                args.function_key)
+    write_job_file(t, out)
+    print(f"wrote {out} ({t.kind} project {t.source})")
+    for note in t.notes:
+        print(f"note: {note}")
+    for message in t.unavailable.values():
+        print(f"note: {message}")
     return 0
 
 

@@ -9,8 +9,14 @@
       output: {path: out/scored, format: json}         # a prefix: <prefix>-00000-of-0000N.<ext>
     functions: {}
     dead_letter: {path: out/failed, format: json}      # optional; default <first output dir>/dead_letter
+    compatibility_level: "1.2"    # optional ASA job settings, kept and shown (asa-beam implements 1.2)
+    data_locale: en-US
+    output_error_policy: stop
 
-Paths are relative to the job file. ``--input NAME=PATH`` / ``--output NAME=PATH`` override them.
+Paths are relative to the job file. ``--input NAME=PATH`` / ``--output NAME=PATH`` override them;
+``--function-endpoint NAME=URL`` / ``--function-key NAME=ENV_VAR`` an Azure ML function's endpoint
+and the variable holding its key. ASA projects and ARM templates become the same ``Job``
+(``build_job``; ``pipelines.project``).
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from transforms.errors import JobConfigError
+from transforms.errors import JobConfigError, QueryError
 from transforms.functions.registry import FunctionRegistry
 from transforms.operators.compile import EventOrdering
 from transforms.query.lower import lower
@@ -52,6 +58,12 @@ class Job:
     dead_letter: FileSpec
     functions_config: dict[str, Any]
     event_ordering: EventOrdering = field(default_factory=EventOrdering)
+    # ASA job settings (JOB_SETTINGS), what check reports about a translated project, and the
+    # inputs of a project that have no local data (alias → why), refused by check if read.
+    settings: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    unavailable: dict[str, str] = field(default_factory=dict)
+    query_origin: str | None = None  # where an inline query came from (an ARM template), for errors
     _functions: FunctionRegistry | None = None
     _plan: Plan | None = None
 
@@ -68,7 +80,14 @@ class Job:
         """Parse and bind the query against the declared inputs, outputs and functions."""
         if self._plan is None:
             reference = [n for n, s in self.inputs.items() if s.options.get("reference")]
-            self._plan = lower(parse(self.query), self.functions(), self.inputs.keys(), self.outputs.keys(), reference)
+            try:
+                self._plan = lower(parse(self.query), self.functions(), self.inputs.keys(), self.outputs.keys(),
+                                   reference)
+            except QueryError as e:  # name the file the line and column are in
+                origin = self.query_origin or (str(self.query_file) if self.query_file is not None else None)
+                if origin:
+                    e.args = (f"{origin}: {e}",)
+                raise
         return self._plan
 
     def sample_rows(self, n: int) -> list[dict]:
@@ -115,6 +134,9 @@ class Job:
     def check(self) -> Plan:
         """Everything that can be checked without reading data (functions' configs included)."""
         plan = self.plan()
+        missing = [self.unavailable[n] for n in self.unavailable if n.lower() in {i.lower() for i in plan.inputs}]
+        if missing:
+            raise JobConfigError("\n".join(missing))
         used = {n.lower() for n in plan.functions_used()}
         for fn in self.functions():
             if fn.alias.lower() in used:
@@ -182,7 +204,16 @@ def _overrides(pairs: Sequence[str], what: str) -> dict[str, str]:
     return out
 
 
-def load_job(path: str | Path, inputs: Sequence[str] = (), outputs: Sequence[str] = ()) -> Job:
+JOB_SETTINGS = {
+    # job.yaml key → (allowed values, default): ASA's job settings, recorded and shown by ``check``.
+    "compatibility_level": (("1.0", "1.1", "1.2"), "1.2"),
+    "data_locale": (None, "en-US"),
+    "output_error_policy": (("stop", "drop", "retry"), "stop"),
+}
+
+
+def load_job(path: str | Path, inputs: Sequence[str] = (), outputs: Sequence[str] = (),
+             function_endpoints: Sequence[str] = (), function_keys: Sequence[str] = ()) -> Job:
     """Read and validate a job file; raises JobConfigError with a clear message."""
     job_path = Path(path).absolute()
     try:
@@ -195,10 +226,60 @@ def load_job(path: str | Path, inputs: Sequence[str] = (), outputs: Sequence[str
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise JobConfigError(f"job file {path} is not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    return build_job(doc, job_path, inputs, outputs, function_endpoints, function_keys)
+
+
+def function_overrides(functions: Mapping[str, Any], endpoints: Sequence[str], keys: Sequence[str]) -> dict:
+    """``--function-endpoint NAME=URL`` and ``--function-key NAME=ENV_VAR`` applied to a job's functions.
+
+    A key is only ever named by the environment variable that holds it: a value that is not a
+    variable name is refused without being repeated (it may be the key itself).
+    """
+    out = {str(k): dict(v) if isinstance(v, Mapping) else v for k, v in functions.items()}
+    by_lower = {k.lower(): k for k in out}
+    for flag, pairs in (("function-endpoint", endpoints), ("function-key", keys)):
+        for pair in pairs:
+            name, sep, value = pair.partition("=")
+            if not sep or not name or not value:
+                what = "URL" if flag == "function-endpoint" else "ENV_VAR"
+                raise JobConfigError(f"--{flag} expects NAME={what}")
+            alias = by_lower.get(name.lower())
+            if alias is None:
+                raise JobConfigError(f"--{flag}: the job has no function '{name}' "
+                                     f"(functions: {', '.join(out) or 'none'})")
+            spec = out[alias]
+            if not isinstance(spec, Mapping) or str(spec.get("type", "")).lower() != "azureml":
+                raise JobConfigError(f"--{flag}: function '{alias}' is not an Azure ML function")
+            if flag == "function-endpoint":
+                spec["endpoint"] = value
+                spec.pop("swagger", None)  # the swagger belongs to the endpoint: read it from the new one
+            else:
+                if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+                    raise JobConfigError(
+                        f"--function-key {alias}=...: expects the NAME of an environment variable holding "
+                        "the key, not the key itself (keys are never given on the command line)")
+                if value not in os.environ:
+                    # The value is not repeated: an alphanumeric key passed by mistake looks like a name.
+                    raise JobConfigError(f"--function-key {alias}=...: no environment variable of that name is "
+                                         "set (give the NAME of a variable holding the key, never the key itself)")
+                spec["key_env"] = value
+    return out
+
+
+def build_job(doc: Any, job_path: Path, inputs: Sequence[str] = (), outputs: Sequence[str] = (),
+              function_endpoints: Sequence[str] = (), function_keys: Sequence[str] = (),
+              notes: Sequence[str] = (), unavailable: Mapping[str, str] | None = None,
+              query_origin: str | None = None) -> Job:
+    """A job document (the job.yaml mapping; paths relative to ``job_path``'s folder) → a validated Job.
+
+    The project readers (``pipelines.project``) translate ASA projects and ARM templates into
+    this document too, with ``notes`` for ``check`` and the inputs that have no local data.
+    """
+    path = str(job_path)
     if not isinstance(doc, Mapping):
         raise JobConfigError(f"job file {path}: expected a mapping with query, inputs and outputs")
     unknown = set(doc) - {"query", "inputs", "outputs", "functions", "dead_letter", "event_ordering", "name",
-                          "description"}
+                          "description", *JOB_SETTINGS}
     if unknown:
         raise JobConfigError(f"job file {path}: unknown key(s): {', '.join(sorted(unknown))}")
     base = job_path.parent
@@ -211,7 +292,7 @@ def load_job(path: str | Path, inputs: Sequence[str] = (), outputs: Sequence[str
         if not candidate.is_file():
             raise JobConfigError(f"job file {path}: query file {candidate} does not exist")
         query_file = candidate
-        query = candidate.read_text(encoding="utf-8")
+        query = candidate.read_text(encoding="utf-8-sig")  # a BOM (Windows editors) is not query text
     in_over = _overrides(inputs, "input")
     out_over = _overrides(outputs, "output")
     raw_inputs = doc.get("inputs") or {}
@@ -236,6 +317,8 @@ def load_job(path: str | Path, inputs: Sequence[str] = (), outputs: Sequence[str
     functions = doc.get("functions") or {}
     if not isinstance(functions, Mapping):
         raise JobConfigError(f"job file {path}: 'functions' must be a mapping of alias → settings")
+    # Overrides first: --function-endpoint replaces an endpoint written as ${VAR}, which need not be set then.
+    functions = function_overrides(functions, function_endpoints, function_keys)
     functions = {alias: _expand_env(spec, f"function '{alias}'") for alias, spec in functions.items()}
     ordering = doc.get("event_ordering") or {}
     try:
@@ -248,4 +331,11 @@ def load_job(path: str | Path, inputs: Sequence[str] = (), outputs: Sequence[str
             raise ValueError(f"unknown key(s) {', '.join(sorted(unknown))}")
     except (ValueError, TypeError, AttributeError) as e:
         raise JobConfigError(f"job file {path}: event_ordering: {e}") from None
-    return Job(job_path, query, query_file, ins, outs, dead_letter, dict(functions), event_ordering)
+    settings = {}
+    for key, (allowed, default) in JOB_SETTINGS.items():
+        value = str(doc.get(key, default))
+        if allowed is not None and value.lower() not in allowed:
+            raise JobConfigError(f"job file {path}: {key} must be one of {', '.join(allowed)}, got {value!r}")
+        settings[key] = value
+    return Job(job_path, query, query_file, ins, outs, dead_letter, dict(functions), event_ordering,
+               settings=settings, notes=list(notes), unavailable=dict(unavailable or {}), query_origin=query_origin)

@@ -68,14 +68,33 @@ def streaming_demo(files: int = 6) -> int:
     return status
 
 
+def project_demo() -> int:
+    """An ASA VS Code project, unchanged: ``asa-beam run`` and ``asa-beam test`` on TaxiScoring,
+    its Azure ML function pointed at the local endpoint."""
+    from pipelines.examples.taxi_project import PROJECT, generate
+    from pipelines.serving.server import LocalEndpoint
+
+    generate()  # the local input and the expected outputs (the model's own predictions)
+    print(f"\n== Bring your ASA project: {PROJECT} (JavaScript createArray + Azure ML score)")
+    with LocalEndpoint(style="arrays") as endpoint:
+        endpoint_flag = ["--function-endpoint", f"score={endpoint.url}"]
+        print(f"   endpoint: {endpoint.url}; asa-beam run, then asa-beam test (test/testConfig.json)")
+        status = cli_main(["run", str(PROJECT), *endpoint_flag])
+        if status:
+            return status
+        return cli_main(["test", str(PROJECT), *endpoint_flag])
+
+
 def main() -> int:
     for step in (core_sql_demo, streaming_demo,
                  lambda: ml_demo("arrays", "array_job.yaml"),    # seed query 1: JS createArray → udf.score
-                 lambda: ml_demo("records", "record_job.yaml")):  # seed query 2: a WITH step's record
+                 lambda: ml_demo("records", "record_job.yaml"),  # seed query 2: a WITH step's record
+                 project_demo):
         status = step()
         if status:
             return status
-    print("\nOutputs are under pipelines/examples/{core,streaming,ml}/out/.")
+    print("\nOutputs are under pipelines/examples/{core,streaming,ml}/out/ and "
+          "pipelines/examples/TaxiScoring/{LocalRunOutputs,TestResults}/.")
     return 0
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import datetime as _dt
-import json
 import posixpath
 from typing import Any
 
@@ -81,7 +80,9 @@ def to_text(value: Any) -> str:
     if isinstance(value, _dt.datetime):
         return format_datetime(value)
     if isinstance(value, (dict, list, tuple)):
-        return json.dumps(value, default=json_default, ensure_ascii=False, separators=(",", ":"))
+        from transforms.io.jsoncodec import encode_text  # NaN/±Infinity inside → null: valid JSON
+
+        return encode_text(value)
     try:
         return to_nvarchar(value)
     except Exception:  # a type ASA does not know (Decimal, date, ...): its JSON or str form

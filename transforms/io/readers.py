@@ -6,10 +6,14 @@ never held in memory whole. A record that cannot be read becomes a ``DeadLetter`
 
 Per format:
 
-* **json** — JSON lines, one object per line, read with ``ReadFromText`` (splittable when not
-  compressed). Blank lines are skipped. A line that is not JSON, or not an object, is a
-  ``malformed_json`` dead letter with the line as ``raw``. A file holding one JSON array is
-  *not* supported (each of its lines would be a dead letter): convert it to JSON lines.
+* **json** — JSON lines, one object per line; an uncompressed file is read in byte ranges
+  in parallel (``_ReadJsonLines``). Blank lines are skipped; a BOM is dropped; ``NaN``,
+  ``Infinity``, ``-Infinity`` and ``1e999`` are floats; integers keep every digit. A line that
+  is not UTF-8, not JSON, not an object, or nested deeper than ``jsoncodec.MAX_DEPTH`` levels
+  is a ``malformed_json`` dead letter with the line as ``raw`` (``jsoncodec`` has the rules).
+  A file holding one JSON array is *not* supported (each of its lines would be a dead letter):
+  convert it to JSON lines, or give ``json_layout="auto"`` (``json_documents.py``: arrays and
+  concatenated objects, read whole per file).
 * **csv** — the first record is the header; values stay strings (``""`` for an empty cell),
   as ASA reads CSV. Quoted fields may hold delimiters and newlines. A record with a column
   count different from the header's is a ``malformed_csv`` dead letter with its text as
@@ -36,12 +40,10 @@ import datetime as _dt
 import decimal
 import gzip
 import io
-import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.coders import StrUtf8Coder
 from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
@@ -50,13 +52,13 @@ from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.pvalue import TaggedOutput
 
 from transforms.deadletter import FAILED, DeadLetter
+from transforms.io import jsoncodec
 from transforms.io.formats import UTC, bytes_to_text, check_format, format_from_path
 from transforms.io.watch import Watch
 
 ROWS = "rows"
 PARQUET_BATCH_ROWS = 10_000  # rows per record batch pulled from a Parquet file
 
-_loads = json.loads
 
 
 class ReadRows(beam.PTransform):
@@ -89,9 +91,14 @@ class ReadRows(beam.PTransform):
         delimiter: str = ",",
         validate: bool = True,
         watch: Watch | None = None,
+        json_layout: str = "lines",
     ):
         super().__init__()
         self._watch = watch
+        # "auto": a JSON array, concatenated or newline-separated objects (json_documents.py).
+        self._json_layout = json_layout
+        if json_layout not in ("lines", "auto"):
+            raise ValueError(f"input '{name}': json_layout must be 'lines' or 'auto', got {json_layout!r}")
         self._glob = path_glob
         self._format = check_format(format) if format else format_from_path(path_glob)
         self._name = name
@@ -117,11 +124,9 @@ class ReadRows(beam.PTransform):
             raise ValueError(f"input '{self._name}': no file matches '{self._glob}'")
         # ReadFromText splits files but is a splittable DoFn, which Beam's local streaming runner
         # cannot run: a bounded read (reference data) in a streaming pipeline reads whole files.
-        if self._format == "json" and not pbegin.pipeline.options.view_as(StandardOptions).streaming:
-            lines = pbegin | "ReadLines" >> beam.io.ReadFromText(
-                self._glob, coder=_LineCoder(), validate=False)
-            parsed = lines | "ParseJson" >> beam.ParDo(_ParseJsonLines(self._name)).with_outputs(
-                FAILED, main=ROWS)
+        if (self._format == "json" and self._json_layout == "lines"
+                and not pbegin.pipeline.options.view_as(StandardOptions).streaming):
+            parsed = pbegin | "ReadJsonLines" >> _ReadJsonLines(self._glob, self._name)
         else:
             parsed = (
                 pbegin
@@ -134,6 +139,10 @@ class ReadRows(beam.PTransform):
         return {ROWS: parsed[ROWS], FAILED: parsed[FAILED]}
 
     def _file_reader(self) -> _FileReader:
+        if self._format == "json" and self._json_layout != "lines":
+            from transforms.io.json_documents import ReadJsonDocumentsFile
+
+            return ReadJsonDocumentsFile(self._name)
         return {
             "json": lambda: _ReadJsonFile(self._name),
             "csv": lambda: _ReadCsvFile(self._name, self._delimiter),
@@ -142,91 +151,135 @@ class ReadRows(beam.PTransform):
         }[self._format]()
 
 
-class _LineCoder(StrUtf8Coder):
-    """Decodes a line as UTF-8, or leaves it bytes when it is not UTF-8.
-
-    A line that is not UTF-8 so becomes a dead letter (json.loads fails on it) instead of
-    failing the whole read as StrUtf8Coder would; other lines cost what they cost with it.
-    """
-
-    def to_type_hint(self):
-        # Not str: the PCollection's coder (inferred from this hint) must take bytes too.
-        return str | bytes
-
-    def encode(self, value: str | bytes) -> bytes:
-        return value if isinstance(value, bytes) else value.encode("utf-8")
-
-    def decode(self, value: bytes) -> str | bytes:
-        try:
-            return value.decode("utf-8")
-        except UnicodeDecodeError:
-            return value
-
-
 def _counter(step: str):
     return Metrics.counter("asa", f"input.{step}.rows")
 
 
-class _ParseJsonLines(beam.DoFn):
-    """One JSON line → a row, or a dead letter. Kept lean: it is the hot path of JSON jobs."""
+class _ReadJsonLines(beam.PTransform):
+    """Batch JSON lines: each file cut into byte ranges (``JSON_SPLIT_BYTES``; a compressed file is
+    one range), spread over workers, each range read in large blocks and parsed line by line.
+
+    Replaces ``ReadFromText``, whose per-line bookkeeping (range claims, timestamps, seeking for
+    separators) cost more than parsing the line. A line belongs to the range holding its first
+    byte, so every line is read exactly once however the file is cut.
+    """
+
+    def __init__(self, glob: str, step: str):
+        super().__init__()
+        self._glob = glob
+        self._step = step
+
+    def expand(self, pbegin):
+        return (
+            pbegin
+            | "Match" >> fileio.MatchFiles(self._glob)
+            | "Split" >> beam.FlatMap(_json_ranges)
+            # Breaks fusion so that the ranges, not only the file names, spread over workers.
+            | "Spread" >> beam.Reshuffle()
+            | "Parse" >> beam.ParDo(_ParseJsonRange(self._step)).with_outputs(FAILED, main=ROWS)
+        )
+
+
+JSON_SPLIT_BYTES = 64 << 20  # bytes of an uncompressed JSON-lines file per parallel read
+_READ_BLOCK = 1 << 20
+
+
+def _json_ranges(metadata) -> Iterator[tuple[Any, int, int]]:
+    """(file metadata, start, end) byte ranges of one file; end -1 = to the end of the file."""
+    if CompressionTypes.detect_compression_type(metadata.path) != CompressionTypes.UNCOMPRESSED:
+        yield metadata, 0, -1
+        return
+    size = metadata.size_in_bytes
+    for start in range(0, max(size, 1), JSON_SPLIT_BYTES):
+        end = start + JSON_SPLIT_BYTES
+        yield metadata, start, (-1 if end >= size else end)
+
+
+class _ParseJsonRange(beam.DoFn):
+    """The JSON lines starting in one byte range of a file → rows and ``malformed_json`` dead letters."""
 
     def __init__(self, step: str):
         self._step = step
         self._rows = _counter(step)
-        self._n = 0
 
-    def start_bundle(self):
-        self._n = 0
-
-    def process(self, line: str | bytes):
+    def process(self, item):
+        metadata, start, end = item
+        path = metadata.path
+        handle = FileSystems.open(path, compression_type=CompressionTypes.detect_compression_type(path))
+        n = 0
         try:
-            row = _loads(line)
-        except ValueError:  # JSONDecodeError, and UnicodeDecodeError for bytes: rare, off the fast path
-            out = _parse_json_line(self._step, line)
-            if out and type(out[0]) is dict:
-                self._n += 1
-            return out
-        if type(row) is dict:
-            self._n += 1
-            return (row,)
-        return (_bad_json(self._step, line, f"expected a JSON object, got {_json_kind(row)}"),)
+            for line in _range_lines(handle, start, end):
+                try:
+                    row = _decode(line)
+                except _DECODE_ERRORS:
+                    row = None
+                # The fast path: short lines cannot be too deep (see jsoncodec.parse_row).
+                if type(row) is dict and len(line) <= _SHORT_LINE:
+                    n += 1
+                    yield row
+                    continue
+                for out in _parse_json_line(self._step, line):
+                    if type(out) is dict:
+                        n += 1
+                    yield out
+        finally:
+            handle.close()
+            if n:
+                self._rows.inc(n)
 
-    def finish_bundle(self):
-        if self._n:
-            self._rows.inc(self._n)
-            self._n = 0
+
+def _range_lines(handle, start: int, end: int) -> Iterator[bytes]:
+    """The lines (without line breaks) that start in ``[start, end)`` of an open file."""
+    pos = start
+    if start > 0:
+        handle.seek(start - 1)
+        # The line holding byte start - 1 belongs to the previous range (or ends right there).
+        pos = start - 1 + len(handle.readline())
+    tail = b""
+    bounded = end >= 0
+    while not bounded or pos < end:
+        block = handle.read(_READ_BLOCK)
+        if not block:
+            if tail:
+                yield tail
+            return
+        buf = tail + block if tail else block
+        lines = buf.split(b"\n")
+        tail = lines.pop()
+        if not bounded or pos + len(buf) - len(tail) <= end:  # every line here starts before end
+            pos += len(buf) - len(tail)
+            yield from lines
+            continue
+        for line in lines:
+            if pos >= end:
+                return
+            pos += len(line) + 1
+            yield line
+    # pos >= end: the line starting at pos belongs to the next range.
 
 
-def _parse_json_line(step: str, line: str | bytes) -> tuple:
-    """One JSON line → ``()`` (blank), ``(row,)``, or ``(dead letter,)``; a leading BOM is dropped."""
+_decode = jsoncodec.fast_decode
+_DECODE_ERRORS = jsoncodec.FAST_DECODE_ERRORS
+_SHORT_LINE = 2 * jsoncodec.MAX_DEPTH
+
+
+def _parse_json_line(step: str, line: bytes | str) -> tuple:
+    """One JSON line → ``()`` (blank), ``(row,)``, or ``(dead letter,)``.
+
+    A trailing CR (CRLF files) is dropped; a line holding lone CRs (old Mac line ends) that
+    fails to parse whole is parsed as the lines they separate.
+    """
+    cr = b"\r" if isinstance(line, bytes) else "\r"
+    if line.endswith(cr):
+        line = line[:-1]
     try:
-        row = _loads(line)
-    except ValueError as e:
-        if not line.strip():
-            return ()
-        if isinstance(line, str) and line.startswith("\ufeff"):  # a BOM opening the file
-            return _parse_json_line(step, line[1:])
-        return (_bad_json(step, line, f"not valid JSON: {e}"),)
-    if type(row) is dict:
-        return (row,)
-    return (_bad_json(step, line, f"expected a JSON object, got {_json_kind(row)}"),)
-
-
-def _bad_json(step: str, line: str | bytes, message: str) -> TaggedOutput:
-    raw = line if isinstance(line, str) else line.decode("utf-8", "replace")
-    return TaggedOutput(FAILED, DeadLetter(step, "malformed_json", message, raw=raw))
-
-
-def _json_kind(value: Any) -> str:
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, str):
-        return "a string"
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    return "a number"
+        row = jsoncodec.parse_row(line)
+    except jsoncodec.BadLine as e:
+        if cr in line:
+            return tuple(out for part in line.split(cr) for out in _parse_json_line(step, part))
+        raw = line if isinstance(line, str) else line.decode("utf-8", "replace")
+        return (TaggedOutput(FAILED, DeadLetter(step, "malformed_json", str(e), raw=raw)),)
+    return () if row is None else (row,)
 
 
 class _FileReader(beam.DoFn):
@@ -270,8 +323,7 @@ class _ReadJsonFile(_FileReader):
 
     def read(self, stream, path):
         for raw in stream:
-            # Bytes: json.loads decodes UTF-8 (with or without a BOM); other bytes are a dead letter.
-            yield from _parse_json_line(self._step, raw.rstrip(b"\r\n"))
+            yield from _parse_json_line(self._step, raw[:-1] if raw.endswith(b"\n") else raw)
 
 
 class _ReadCsvFile(_FileReader):

@@ -8,12 +8,13 @@ gzips JSON and CSV output. Rows written are counted by the Beam counter ``asa`` 
 
 ASA rows have no fixed schema, so per format:
 
-* **json** — one object per line (``WriteToText``); datetimes as ISO 8601 UTC with ``Z``.
+* **json** — one object per line, each ending with a newline (``WriteToText``); datetimes as
+  ISO 8601 UTC with ``Z``; NaN and ±Infinity as ``null`` (see ``jsoncodec``).
 * **csv** — with ``columns``, the header is exactly ``columns`` (in that order), each row
   gives its values for them and keys not listed are not written. Without ``columns``, each
   shard's header is the union of the keys of the rows in that shard, in first-seen order
   (rows lacking a key get an empty cell); shards holding differently keyed rows may so have
-  different headers. A cell is ``CAST(value AS nvarchar(max))``: NULL → empty, bit → 1/0,
+  different headers. A cell is ``CAST(value AS nvarchar(max))``: NULL, NaN and ±Infinity → empty, bit → 1/0,
   datetime → ISO 8601 UTC, record/array → compact JSON. RFC 4180 quoting and CRLF line ends.
 * **avro** and **parquet** — the schema of each shard is inferred from *all* its rows (they
   are spooled to a local temporary file past ``SPOOL_CHUNK_ROWS`` rows, so memory stays
@@ -38,7 +39,7 @@ import csv
 import datetime as _dt
 import decimal
 import io
-import json
+import math
 import pickle
 import re
 import tempfile
@@ -51,7 +52,8 @@ from apache_beam.io.filebasedsink import FileBasedSink
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.metrics import Metrics
 
-from transforms.deadletter import DeadLetter, json_default
+from transforms.deadletter import DeadLetter
+from transforms.io import jsoncodec
 from transforms.io.checkpoint import OutputLog
 from transforms.io.formats import _EXTENSIONS, SUFFIXES, UTC, check_format, format_from_path, to_text
 
@@ -184,9 +186,7 @@ class _EncodeJson(beam.DoFn):
         self._n = 0
 
     def setup(self):
-        # One encoder object: json.dumps with options builds a new one per call.
-        self._encode = json.JSONEncoder(
-            ensure_ascii=False, separators=(",", ":"), default=json_default).encode
+        self._encode = jsoncodec.encode  # bytes: WriteToText's coder passes them through
         self._rows = Metrics.counter("asa", self._counter_name) if self._counter_name else None
 
     def start_bundle(self):
@@ -554,8 +554,8 @@ class _SpoolingWriter(_ShardWriter):
 def _csv_cell(v: Any) -> str:
     if type(v) is str:
         return v
-    if v is None:
-        return ""
+    if v is None or (type(v) is float and not math.isfinite(v)):
+        return ""  # NULL; NaN and ±Infinity too (the project's rule for non-finite floats)
     return to_text(v)
 
 
@@ -619,13 +619,9 @@ class _CsvSink(_RowSink):
 class _JsonWriter(_ShardWriter):
     """JSON lines through a shard writer (streaming writes; batch JSON goes through WriteToText)."""
 
-    def __init__(self, sink, handle):
-        super().__init__(sink, handle)
-        self._encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=json_default).encode
-
     def write(self, row):
         self.rows += 1
-        self.handle.write(self._encode(row).encode("utf-8") + b"\n")
+        self.handle.write(jsoncodec.encode(row) + b"\n")
 
 
 class _JsonSink(_RowSink):
