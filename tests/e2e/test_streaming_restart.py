@@ -255,3 +255,16 @@ def test_a_replay_rebuilds_lag_states_and_the_windows_over_them(tmp_path):
     counts = read_output(tmp_path / "out" / "counts", "json")
     assert sorted(((r["vendor"], r["window_end"]), r["n"], r["with_prev"]) for r in counts) == sorted(
         (key, n, with_prev[key]) for key, n in expected.items())
+
+
+def test_without_a_checkpoint_a_new_run_reads_every_file_again(tmp_path):
+    from pipelines.cli import main
+
+    job = write_job(tmp_path)
+    produce(tmp_path / "in", 0)
+    args = ["run", str(job), "--streaming", "--poll-interval", "0.1", "--stop-after-idle", "0.5", "--no-checkpoint"]
+    assert main(args) == 0
+    assert main(args) == 0
+    assert not (tmp_path / "out" / "checkpoint").exists()
+    expensive = read_output(tmp_path / "out" / "expensive", "csv")
+    assert sorted(int(r["id"]) for r in expensive) == [2, 2]  # fares 4, 9, 14: both runs wrote trip 2
