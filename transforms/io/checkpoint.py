@@ -247,11 +247,14 @@ class InputLog:
     def append(self, arrivals: list[Arrival]) -> None:
         """Logs files about to be emitted; returns once the lines are on disk."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        created = not self.path.exists()
         text = "".join(json.dumps({"epoch": self.epoch, **a._asdict()}) + "\n" for a in arrivals)
         with open(self.path, "ab") as f:
             f.write(text.encode("utf-8"))
             f.flush()
             os.fsync(f.fileno())
+        if created:  # the new file's directory entry too (a power cut must not lose the log)
+            _fsync_dir(self.path.parent)
 
 
 @dataclass(frozen=True)
