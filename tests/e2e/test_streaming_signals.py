@@ -96,3 +96,44 @@ def test_serve_model_started_with_sigint_ignored_stops_on_a_signal(tmp_path, sig
     assert f"Stopped the inference server on http://127.0.0.1:{port}" in out.read_text()
     with pytest.raises(requests.ConnectionError):  # the server process went with it
         requests.get(f"http://127.0.0.1:{port}/", timeout=2)
+
+
+def test_a_second_signal_during_a_drain_stops_at_once_and_the_next_run_resumes(tmp_path, monkeypatch):
+    """The drain waits for the ML function's max_buffering_s (8 s here); a second SIGINT in that
+    time stops the job at once (exit 130, no traceback), with its open window unwritten; the next
+    run replays the file from the checkpoint and writes the window and the scores, once."""
+    from pipelines.cli import main
+    from pipelines.serving.fake import FakeEndpoint
+
+    (tmp_path / "in").mkdir()
+    job = tmp_path / "job.yaml"
+    job.write_text(
+        "query: |\n"
+        "  WITH f AS (SELECT id, x FROM trips)\n"
+        "  SELECT id, udf.score(f) AS s INTO scored FROM f\n"
+        "  SELECT COUNT(*) AS n INTO counts FROM trips GROUP BY TumblingWindow(hour, 1)\n"
+        "inputs:\n  trips: {path: in/*.json}\n"
+        "outputs:\n  scored: {path: out/scored}\n  counts: {path: out/counts}\n"
+        "functions: {score: {type: azureml, endpoint: '${SCORE_URL}', max_buffering_s: 8}}\n")
+    with FakeEndpoint("records") as ep:
+        env = dict(os.environ, SCORE_URL=ep.url)
+        proc, out, err = start(["run", str(job), "--streaming", "--poll-interval", "0.2"], tmp_path, env)
+        try:
+            wait_for(lambda: "watching" in err.read_text(), proc, "watching")
+            (tmp_path / "in" / "a.json").write_text("".join(json.dumps({"id": i, "x": 0.5}) + "\n" for i in range(4)))
+            wait_for(lambda: (tmp_path / "out" / "checkpoint" / "inputs" / "trips.jsonl").exists(), proc, "the read")
+            proc.send_signal(signal.SIGINT)
+            wait_for(lambda: "asa-beam: draining" in err.read_text(), proc, "the drain")
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=60) == 130, err.read_text()
+        finally:
+            stop(proc)
+        assert "stopped at once" in err.read_text() and "Traceback" not in err.read_text()
+        assert read_output(tmp_path / "out" / "counts", "json") == []  # the hour window was still open
+
+        monkeypatch.setenv("SCORE_URL", ep.url)
+        assert main(["run", str(job), "--streaming", "--poll-interval", "0.2", "--stop-after-idle", "0.5",
+                     "--quiet"]) == 0
+    assert read_output(tmp_path / "out" / "counts", "json") == [{"n": 4}]
+    scored = read_output(tmp_path / "out" / "scored", "json")
+    assert sorted((r["id"], r["s"]["Scored Labels"]) for r in scored) == [(i, i + 0.5) for i in range(4)]
