@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench lint clean
+.PHONY: install azurite test demo bench lint clean
 
 install: $(STAMP)
 
@@ -12,7 +12,20 @@ $(STAMP): setup.py
 	$(PY) -m pip install -q -e ".[serve,tune,dask,test]"
 	touch $(STAMP)
 
-test: install
+# Azurite, Microsoft's storage emulator, for the blob storage tests: npm, pinned in
+# .azurite/package.json + package-lock.json, installed into .azurite/node_modules (git-ignored).
+AZURITE := .azurite/node_modules/.bin/azurite-blob
+
+azurite: $(AZURITE)
+
+$(AZURITE): .azurite/package.json .azurite/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		cd .azurite && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.bin/azurite-blob; \
+	else \
+		echo "make azurite: npm is not installed: the Azurite blob storage tests will be skipped"; \
+	fi
+
+test: install azurite
 	$(PY) -m pytest -q tests --doctest-modules transforms
 
 lint: install
@@ -25,4 +38,4 @@ bench: install
 	$(PY) -m benchmarks.run
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .azurite/node_modules

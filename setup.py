@@ -12,7 +12,8 @@ setup(
     packages=find_packages(include=["transforms", "transforms.*", "pipelines", "pipelines.*"]),
     package_data={"pipelines": ["examples/*/*", "examples/*/*/*", "serving/*.py"]},
     install_requires=[
-        "apache-beam>=2.77,<2.78",
+        # [azure]: azfs:// paths (Beam's Azure Blob Storage filesystem) for inputs, outputs, dead letters.
+        "apache-beam[azure]>=2.77,<2.78",
         "requests>=2.31,<3",
         "pyarrow>=14",
         "fastavro>=1.9",

@@ -17,6 +17,10 @@ Paths are relative to the job file. ``--input NAME=PATH`` / ``--output NAME=PATH
 ``--function-endpoint NAME=URL`` / ``--function-key NAME=ENV_VAR`` an Azure ML function's endpoint
 and the variable holding its key. ASA projects and ARM templates become the same ``Job``
 (``build_job``; ``pipelines.project``).
+A path may be an Azure blob, ``azfs://account/container/path`` (``abfs[s]://`` and ``https://``
+blob URLs are mapped to it), and may hold ASA's path pattern tokens (``{date}``, ``{time}`` with
+``date_format``/``time_format``; outputs also ``{datetime:..}`` and ``{field}``): see
+``transforms.io.paths``.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import yaml
 
 from transforms.errors import JobConfigError, QueryError
 from transforms.functions.registry import FunctionRegistry
+from transforms.io.paths import dirname, is_url, join, normalize_path
 from transforms.operators.compile import EventOrdering
 from transforms.query.lower import lower
 from transforms.query.parser import parse
@@ -91,23 +96,33 @@ class Job:
         return self._plan
 
     def sample_rows(self, n: int) -> list[dict]:
-        """Up to ``n`` rows of the first input, read directly (for ``tune-batch``)."""
-        import glob
+        """Up to ``n`` rows of the first input, read directly (for ``tune-batch``); local files or blobs."""
         import gzip
+        import io
         import itertools
         import json
 
+        from apache_beam.io.filesystem import CompressionTypes
+        from apache_beam.io.filesystems import FileSystems
+
         spec = next(iter(self.inputs.values()))
+        if spec.path.startswith("azfs://"):
+            from transforms.io.blob import check_access
+
+            matched = check_access(spec.path, f"input '{spec.name}'", must_match=False)
+        else:
+            matched = FileSystems.match([spec.path])[0].metadata_list
         rows: list[dict] = []
-        for path in sorted(glob.glob(spec.path)):
+        for path in sorted(m.path for m in matched):
             if len(rows) >= n:
                 break
             want = n - len(rows)
-            if spec.format in ("json", "csv"):
-                opener = gzip.open if path.endswith(".gz") else open
-                with opener(path, "rt", encoding="utf-8", newline="") as f:
+            raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+            with gzip.GzipFile(fileobj=raw) if path.lower().endswith(".gz") else raw as f:
+                if spec.format in ("json", "csv"):
+                    text = io.TextIOWrapper(f, encoding="utf-8-sig", newline="")
                     if spec.format == "json":
-                        for line in itertools.islice((ln for ln in f if ln.strip()), want):
+                        for line in itertools.islice((ln for ln in text if ln.strip()), want):
                             try:
                                 row = json.loads(line)
                             except ValueError:
@@ -117,18 +132,17 @@ class Job:
                     else:
                         import csv
 
-                        rows += list(itertools.islice(csv.DictReader(f), want))
-            elif spec.format == "avro":
-                import fastavro
+                        rows += list(itertools.islice(csv.DictReader(text), want))
+                elif spec.format == "avro":
+                    import fastavro
 
-                with open(path, "rb") as f:
                     rows += list(itertools.islice(fastavro.reader(f), want))
-            else:
-                import pyarrow.parquet as pq
+                else:
+                    import pyarrow.parquet as pq
 
-                for batch in pq.ParquetFile(path).iter_batches(batch_size=want):
-                    rows += batch.to_pylist()[: n - len(rows)]
-                    break
+                    for batch in pq.ParquetFile(io.BytesIO(f.read())).iter_batches(batch_size=want):
+                        rows += batch.to_pylist()[: n - len(rows)]
+                        break
         return rows
 
     def check(self) -> Plan:
@@ -169,7 +183,12 @@ def _file_spec(name: str, spec: Any, base: Path, what: str, override: str | None
     path = override or spec.get("path")
     if not path:
         raise JobConfigError(f"{what} '{name}': 'path' is missing")
-    full = str(Path(os.path.expanduser(str(path))) if Path(str(path)).is_absolute() or override else base / str(path))
+    if is_url(normalize_path(str(path))):  # a blob (azfs://, abfs[s]://, https://) or another filesystem
+        full = normalize_path(str(path))
+    else:
+        full = str(Path(os.path.expanduser(str(path))) if Path(str(path)).is_absolute() or override
+                   else base / str(path))
+    spec, full = _path_pattern(spec, full, what, name)
     given = spec.get("format")
     if given is None and default_format is not None:
         try:
@@ -180,6 +199,23 @@ def _file_spec(name: str, spec: Any, base: Path, what: str, override: str | None
         fmt = _format_of(full, given, f"{what} '{name}'")
     options = {k: v for k, v in spec.items() if k not in ("path", "format")}
     return FileSpec(name, full, fmt, options)
+
+
+def _path_pattern(spec: Mapping[str, Any], path: str, what: str, name: str) -> tuple[Mapping[str, Any], str]:
+    """ASA's path pattern tokens in ``path``: an input's become its glob (``date_format`` and
+    ``time_format`` are used up here); an output's are checked now and resolved per row by WriteRows."""
+    from transforms.io.paths import OutputPattern, has_tokens, input_glob
+
+    formats = {k: spec[k] for k in ("date_format", "time_format") if k in spec}
+    try:
+        if what == "input":
+            if has_tokens(path):
+                path = input_glob(path, formats.get("date_format"), formats.get("time_format"))
+            return {k: v for k, v in spec.items() if k not in formats}, path
+        OutputPattern(path, formats.get("date_format"), formats.get("time_format"))
+    except ValueError as e:
+        raise JobConfigError(f"{what} '{name}': {e}") from None
+    return spec, path
 
 
 def _expand_env(value: Any, where: str) -> Any:
@@ -200,7 +236,7 @@ def _overrides(pairs: Sequence[str], what: str) -> dict[str, str]:
         name, sep, path = pair.partition("=")
         if not sep or not name or not path:
             raise JobConfigError(f"--{what} expects NAME=PATH, got '{pair}'")
-        out[name.lower()] = str(Path(path).absolute())
+        out[name.lower()] = normalize_path(path) if is_url(normalize_path(path)) else str(Path(path).absolute())
     return out
 
 
@@ -311,8 +347,9 @@ def build_job(doc: Any, job_path: Path, inputs: Sequence[str] = (), outputs: Seq
             for n, s in raw_outputs.items()}
     dl_spec = doc.get("dead_letter")
     if dl_spec is None:
-        first = next(iter(outs.values()))
-        dl_spec = {"path": str(Path(first.path).parent / "dead_letter"), "format": "json"}
+        first = next(iter(outs.values())).path.split("{", 1)[0]  # the folder above any path pattern
+        folder = first.rstrip("/") if first.endswith("/") else dirname(first)
+        dl_spec = {"path": join(folder, "dead_letter"), "format": "json"}
     dead_letter = _file_spec("dead_letter", dl_spec, base, "dead_letter", None, "json")
     functions = doc.get("functions") or {}
     if not isinstance(functions, Mapping):

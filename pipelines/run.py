@@ -16,6 +16,7 @@ from pipelines.runners import make_runner, pipeline_options
 from transforms.errors import JobConfigError
 from transforms.functions.azureml import find_endpoint_error
 from transforms.io.checkpoint import Checkpoint, CheckpointError, open_checkpoint
+from transforms.io.paths import blob_folder, is_blob
 from transforms.io.watch import Watch
 from transforms.operators.compile import AsaQuery
 from transforms.query.plan import SelectStep
@@ -65,7 +66,7 @@ class Streaming:
 def default_checkpoint_dir(job: Job) -> str:
     """``<directory of the first output>/checkpoint`` (a local directory: it is locked and fsync'ed)."""
     first = next(iter(job.outputs.values()))
-    directory = os.path.dirname(first.path)
+    directory = os.path.dirname(first.path.split("{", 1)[0])  # above a path pattern's {date}/{field} folders
     if "://" in first.path:
         raise JobConfigError(
             f"output '{first.name}' is not a local path ({first.path}): a streaming job needs a local "
@@ -101,8 +102,25 @@ def check_inputs(job: Job, streaming: Streaming | None = None) -> None:
             directory = os.path.dirname(re.split(r"[*?\[]", spec.path, maxsplit=1)[0])
             if "://" not in spec.path and directory and not os.path.isdir(directory):
                 raise JobConfigError(f"input '{name}': the directory {directory} to watch does not exist")
+        elif is_blob(spec.path):
+            _check_blob(spec.path, f"input '{name}'", must_match=True)
         elif not FileSystems.match([spec.path])[0].metadata_list:
             raise JobConfigError(f"input '{name}': no file matches '{spec.path}'")
+        if watched and is_blob(spec.path):  # a watched container must exist and be readable
+            _check_blob(spec.path, f"input '{name}'", must_match=False)
+    # Blob outputs: their containers exist and the credentials are accepted, before any data is read.
+    for what, spec in [*((f"output '{n}'", s) for n, s in job.outputs.items()), ("dead_letter", job.dead_letter)]:
+        if is_blob(spec.path):
+            _check_blob(blob_folder(spec.path), what, must_match=False)
+
+
+def _check_blob(path: str, what: str, must_match: bool) -> None:
+    from transforms.io.blob import BlobAccessError, check_access
+
+    try:
+        check_access(path, what, must_match=must_match)
+    except BlobAccessError as e:
+        raise JobConfigError(str(e)) from None
 
 
 def build_pipeline(job: Job, pipeline: beam.Pipeline, streaming: Streaming | None = None,
@@ -136,7 +154,8 @@ def build_pipeline(job: Job, pipeline: beam.Pipeline, streaming: Streaming | Non
     failed = (*read_failed, outputs.failed) | "All dead letters" >> beam.Flatten()
     failed | "Write dead letters" >> WriteDeadLetters(
         job.dead_letter.path, job.dead_letter.format,
-        checkpoint=checkpoint.output_log("dead_letters") if checkpoint is not None else None)
+        checkpoint=checkpoint.output_log("dead_letters") if checkpoint is not None else None, **{
+            k: v for k, v in job.dead_letter.options.items() if k in ("date_format", "time_format")})
 
 
 def _static_columns(job: Job, output: str) -> tuple[str, ...] | None:

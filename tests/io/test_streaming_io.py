@@ -366,3 +366,32 @@ def test_a_replayed_file_deleted_meanwhile_is_skipped_with_a_warning(tmp_path, c
     lock.release()
     assert [(Path(m.path).name, a) for m, a in files] == [("a.json", 5.0)]
     assert "b.json was deleted before the job ended cleanly" in caplog.text
+
+
+def test_partitioned_streaming_output_is_not_written_again_after_a_restart(tmp_path):
+    from transforms.io.checkpoint import open_checkpoint
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    write_atomically(src / "a.json", _json_bytes([{"id": 1, "k": "a"}, {"id": 2, "k": "b"}]))
+
+    def run(checkpoint):
+        p = streaming_pipeline()
+        rows = p | ReadRows(str(src / "*.json"), "json", "events",
+                            watch=Watch(0.1, 0.6, checkpoint=checkpoint.input_log("events")))
+        rows["rows"] | WriteRows(str(out / "{k}" / "rows"), "json", name="rows",
+                                 checkpoint=checkpoint.output_log("rows"))
+        result = p.run()
+        result.wait_until_finish()
+        return result
+
+    checkpoint, lock = open_checkpoint(tmp_path / "ckpt", "job")
+    run(checkpoint)  # no clean end: as if killed after writing
+    lock.release()
+    write_atomically(src / "c.json", _json_bytes([{"id": 3, "k": "a"}]))
+    checkpoint, lock = open_checkpoint(tmp_path / "ckpt", "job")
+    result = run(checkpoint)
+    lock.release()
+    assert sorted(r["id"] for r in read_output(out / "a" / "rows", "json")) == [1, 3]
+    assert sorted(r["id"] for r in read_output(out / "b" / "rows", "json")) == [2]
+    assert counter(result, "output.rows.already_written") == 2

@@ -31,6 +31,17 @@ Per format:
 
 ``.gz`` files are decompressed by extension for every format. Rows read are counted by the
 Beam counter ``asa`` / ``input.<name>.rows``.
+
+Paths are local files or Azure blobs (``azfs://account/container/path``, see
+``transforms.io.paths``); both go through Beam's ``FileSystems``.
+
+**Arrival time.** In a bounded read every row of a file carries the file's last-modified time
+(``FileMetadata.last_updated_in_seconds``; a blob's ``BlobLastModifiedUtcTime``) as its Beam
+timestamp, in every format: ASA's arrival time of a blob event, "based only on
+BlobLastModifiedTime" and shared by all the blob's events
+(https://learn.microsoft.com/en-us/azure/stream-analytics/stream-analytics-define-inputs).
+A query without ``TIMESTAMP BY`` so windows over files, as ASA does. A watched read (streaming)
+gives rows the time their file was found (``transforms.io.watch``).
 """
 
 from __future__ import annotations
@@ -45,15 +56,18 @@ from typing import Any
 
 import apache_beam as beam
 from apache_beam.io import fileio
-from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystem import CompressionTypes, FileMetadata
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.pvalue import TaggedOutput
+from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import Timestamp
 
 from transforms.deadletter import FAILED, DeadLetter
 from transforms.io import jsoncodec
 from transforms.io.formats import UTC, bytes_to_text, check_format, format_from_path
+from transforms.io.paths import is_blob, normalize_path
 from transforms.io.watch import Watch
 
 ROWS = "rows"
@@ -64,6 +78,8 @@ PARQUET_BATCH_ROWS = 10_000  # rows per record batch pulled from a Parquet file
 class ReadRows(beam.PTransform):
     """Reads the files matching a glob → ``{"rows": PCollection[dict], "failed": PCollection[DeadLetter]}``.
 
+    The glob may name Azure blobs (``azfs://account/container/*.json``; see ``transforms.io.blob``
+    for credentials). Rows carry their file's last-modified time (see the module docstring).
     ``format`` defaults to the one the glob's extension names (``format_from_path``).
     ``name`` names the input in dead letters (``step``), counters and the transform label.
     ``delimiter`` is the CSV field separator. With ``validate`` (the default) a glob matching
@@ -99,7 +115,7 @@ class ReadRows(beam.PTransform):
         self._json_layout = json_layout
         if json_layout not in ("lines", "auto"):
             raise ValueError(f"input '{name}': json_layout must be 'lines' or 'auto', got {json_layout!r}")
-        self._glob = path_glob
+        self._glob = normalize_path(path_glob)
         self._format = check_format(format) if format else format_from_path(path_glob)
         self._name = name
         self._delimiter = delimiter
@@ -120,8 +136,7 @@ class ReadRows(beam.PTransform):
                 | "Parse" >> beam.ParDo(self._file_reader()).with_outputs(FAILED, main=ROWS)
             )
             return {ROWS: parsed[ROWS], FAILED: parsed[FAILED]}
-        if self._validate and not FileSystems.match([self._glob])[0].metadata_list:
-            raise ValueError(f"input '{self._name}': no file matches '{self._glob}'")
+        _match_files(self._glob, f"input '{self._name}'", self._validate)
         # ReadFromText splits files but is a splittable DoFn, which Beam's local streaming runner
         # cannot run: a bounded read (reference data) in a streaming pipeline reads whole files.
         if (self._format == "json" and self._json_layout == "lines"
@@ -131,6 +146,7 @@ class ReadRows(beam.PTransform):
             parsed = (
                 pbegin
                 | "Match" >> fileio.MatchFiles(self._glob)
+                | "FileTime" >> beam.ParDo(_FileTime())
                 # Breaks fusion so that the files, not only their names, spread over workers.
                 | "Spread" >> beam.Reshuffle()
                 | "Open" >> fileio.ReadMatches()
@@ -173,6 +189,7 @@ class _ReadJsonLines(beam.PTransform):
         return (
             pbegin
             | "Match" >> fileio.MatchFiles(self._glob)
+            | "FileTime" >> beam.ParDo(_FileTime())  # inherited by the ranges and their rows
             | "Split" >> beam.FlatMap(_json_ranges)
             # Breaks fusion so that the ranges, not only the file names, spread over workers.
             | "Spread" >> beam.Reshuffle()
@@ -280,6 +297,39 @@ def _parse_json_line(step: str, line: bytes | str) -> tuple:
         raw = line if isinstance(line, str) else line.decode("utf-8", "replace")
         return (TaggedOutput(FAILED, DeadLetter(step, "malformed_json", str(e), raw=raw)),)
     return () if row is None else (row,)
+
+
+def _match_files(glob: str, what: str, validate: bool) -> list:
+    """The files of ``glob`` when the pipeline is built; a blob that cannot be listed is a clear error."""
+    if is_blob(glob):
+        from transforms.io.blob import check_access
+
+        return check_access(glob, what, must_match=validate)
+    matched = FileSystems.match([glob])[0].metadata_list
+    if validate and not matched:
+        raise ValueError(f"{what}: no file matches '{glob}'")
+    return matched
+
+
+def file_timestamp(last_updated_in_seconds: float | None) -> Timestamp | None:
+    """A file's last-modified time as a Beam timestamp (None when its filesystem does not tell)."""
+    if not last_updated_in_seconds or last_updated_in_seconds <= 0:
+        return None
+    return Timestamp.of(last_updated_in_seconds)
+
+
+@beam.typehints.with_output_types(FileMetadata)  # a TimestampedValue is its value to Beam's type checks
+class _FileTime(beam.DoFn):
+    """A matched file's metadata stamped with the file's last-modified time.
+
+    Stamped once per file, before the files are spread over workers: the ranges, lines and rows
+    read from it inherit the timestamp, so rows cost nothing more (a per-row TimestampedValue
+    made Beam re-assign each row's window, ~25% of a simple JSON query).
+    """
+
+    def process(self, metadata):
+        ts = file_timestamp(metadata.last_updated_in_seconds)
+        yield metadata if ts is None else TimestampedValue(metadata, ts)
 
 
 class _FileReader(beam.DoFn):

@@ -1,10 +1,13 @@
 """Writing rows to files: ``WriteRows`` and ``WriteDeadLetters``.
 
 Files are named like Beam's: ``<prefix>-SSSSS-of-NNNNN<ext>`` (``num_shards=0`` lets the runner
-choose). A prefix ending with the format's extension (``out/alerts.json``) or ``.gz`` has it
-moved to the end (``out/alerts-00000-of-00001.json``); ``.gz`` (or ``compression="gzip"``)
-gzips JSON and CSV output. Rows written are counted by the Beam counter ``asa`` /
-``output.<name>.rows``.
+choose). A prefix may be an Azure blob (``azfs://account/container/path``) and may hold ASA's
+output path pattern tokens — ``{date}``, ``{time}`` (``date_format``, ``time_format``),
+``{datetime:<specifier>}``, ``{field}`` — to write each row under the folder of its
+``System.Timestamp()`` and fields (``transforms.io.partitioned``). A prefix ending with the
+format's extension (``out/alerts.json``) or ``.gz`` has it moved to the end
+(``out/alerts-00000-of-00001.json``); ``.gz`` (or ``compression="gzip"``) gzips JSON and CSV
+output. Rows written are counted by the Beam counter ``asa`` / ``output.<name>.rows``.
 
 ASA rows have no fixed schema, so per format:
 
@@ -56,6 +59,7 @@ from transforms.deadletter import DeadLetter
 from transforms.io import jsoncodec
 from transforms.io.checkpoint import OutputLog
 from transforms.io.formats import _EXTENSIONS, SUFFIXES, UTC, check_format, format_from_path, to_text
+from transforms.io.paths import OutputPattern, has_tokens, normalize_path
 
 SPOOL_CHUNK_ROWS = 10_000  # rows a shard writer keeps in memory before spooling them to disk
 PARQUET_ROW_GROUP_ROWS = 100_000
@@ -91,11 +95,16 @@ class WriteRows(beam.PTransform):
         compression: str | None = None,
         delimiter: str = ",",
         count_rows: bool = True,
+        date_format: str | None = None,
+        time_format: str | None = None,
         checkpoint: OutputLog | None = None,
     ):
         super().__init__()
         self._checkpoint = checkpoint
+        prefix = normalize_path(prefix)
         self._prefix, self._format, self._suffix, gzip_ = _resolve_output(prefix, format, compression)
+        # ASA's output path pattern ({date}, {time}, {datetime:..}, {field}): a folder per row.
+        self._pattern = OutputPattern(self._prefix, date_format, time_format) if has_tokens(self._prefix) else None
         self._compression = CompressionTypes.GZIP if gzip_ else CompressionTypes.UNCOMPRESSED
         self._name = name
         self._num_shards = num_shards
@@ -109,6 +118,10 @@ class WriteRows(beam.PTransform):
         return f"WriteRows({self._name})"
 
     def expand(self, rows):
+        if self._pattern is not None:
+            from transforms.io.partitioned import WritePartitionedFiles
+
+            return rows | "WritePartitioned" >> WritePartitionedFiles(self._sink(), self._pattern, self._checkpoint)
         if not rows.is_bounded:
             return rows | "WriteBundleFiles" >> beam.ParDo(_WriteBundleFiles(self._sink(), self._checkpoint))
         if self._format == "json":
@@ -143,10 +156,11 @@ class WriteDeadLetters(beam.PTransform):
     """
 
     def __init__(self, prefix: str, format: str = "json", num_shards: int = 0, *,
-                 checkpoint: OutputLog | None = None):
+                 checkpoint: OutputLog | None = None, **path_formats):
         super().__init__()
+        # path_formats: date_format / time_format of a path pattern, as for WriteRows.
         self._write = WriteRows(prefix, format, name="dead_letters", num_shards=num_shards, count_rows=False,
-                                checkpoint=checkpoint)
+                                checkpoint=checkpoint, **path_formats)
 
     def expand(self, dead_letters):
         return dead_letters | "CountByReason" >> beam.ParDo(_CountDeadLetters()) | self._write
