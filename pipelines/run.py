@@ -64,13 +64,12 @@ class Streaming:
 
 
 def default_checkpoint_dir(job: Job) -> str:
-    """``<directory of the first output>/checkpoint`` (a local directory: it is locked and fsync'ed)."""
+    """``<directory of the first output>/checkpoint``; for an output in blob storage, ``checkpoint``
+    beside the job file (the checkpoint is local: it is locked and fsync'ed)."""
     first = next(iter(job.outputs.values()))
-    directory = os.path.dirname(first.path.split("{", 1)[0])  # above a path pattern's {date}/{field} folders
     if "://" in first.path:
-        raise JobConfigError(
-            f"output '{first.name}' is not a local path ({first.path}): a streaming job needs a local "
-            f"checkpoint directory; give one with --checkpoint-dir")
+        return str(job.base_dir / "checkpoint")
+    directory = os.path.dirname(first.path.split("{", 1)[0])  # above a path pattern's {date}/{field} folders
     return os.path.join(directory or ".", "checkpoint")
 
 
