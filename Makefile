@@ -9,7 +9,7 @@ install: $(STAMP)
 $(STAMP): setup.py
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[serve,tune,dask,test]"
+	$(PY) -m pip install -q -e ".[serve,tune,test]"
 	touch $(STAMP)
 
 # Azurite, Microsoft's storage emulator, for the blob storage tests: npm, pinned in

@@ -20,6 +20,7 @@ setup(
         "PyYAML>=6",
         "quickjs-ng>=0.17,<0.18",
         "msgspec>=0.18,<1",
+        "orjson>=3.9",  # ML request bodies (datetimes passed to json_default; see azureml/client.py)
     ],
     extras_require={
         # The real Azure ML inference server and what the bundled model needs.
@@ -31,7 +32,6 @@ setup(
             "numpy>=1.26",
         ],
         "tune": ["matplotlib>=3.8"],
-        "dask": ["apache-beam[dask]>=2.77,<2.78"],
         "test": ["pytest>=8", "ruff>=0.6", "hypothesis>=6.100,<7"],
     },
     entry_points={"console_scripts": ["asa-beam=pipelines.cli:main"]},

@@ -1,13 +1,14 @@
 """``asa-beam``: run, check and explain ASA jobs on Apache Beam; serve the local model; tune batches.
 
-    asa-beam run JOB.yaml [--input NAME=PATH] [--output NAME=PATH] [Beam options, e.g. --runner DirectRunner]
+    asa-beam run JOB.yaml [--input NAME=PATH] [--output NAME=PATH] [--workers N] [--report DIR]
+                 [--quiet] [Beam options, e.g. --runner FlinkRunner]
     asa-beam run|check|explain PROJECT [--parameters FILE] [--function-endpoint NAME=URL] [--function-key NAME=ENV_VAR]
         (PROJECT: a folder with asaproj.json, the asaproj.json, a *.asaproj, or an ARM template)
     asa-beam import PROJECT -o job.yaml
     asa-beam test PROJECT [--config test/testConfig.json] [--output-dir DIR]
     asa-beam run JOB.yaml --streaming [--poll-interval S] [--stop-after-idle S] [--checkpoint-dir DIR]
     asa-beam check JOB.yaml
-    asa-beam explain JOB.yaml
+    asa-beam explain JOB.yaml [--format text|mermaid|dot]
     asa-beam serve-model [--port N] [--style records|arrays]
     asa-beam tune-batch JOB.yaml FUNCTION
 
@@ -15,6 +16,8 @@
 
 Exit codes: 0 when the job ran (even with dead-lettered rows); 2 for a bad job, query or
 function configuration (one paragraph, no traceback); 3 when an endpoint stopped the job;
+4 when the job ran but its rows do not add up (row accounting: a step lost or duplicated rows
+without a trace; the summary names the step and the numbers);
 130 when a streaming job was stopped at once by a second Ctrl-C/SIGTERM (its checkpoint resumes it).
 ``test``: 0 all test cases passed, 1 a test case failed, 2 and 3 as above.
 SIGINT and SIGTERM work even when the shell started asa-beam with SIGINT ignored (``cmd &``).
@@ -78,6 +81,7 @@ from transforms.errors import AsaError, EndpointConfigError, JobConfigError  # n
 
 EXIT_BAD_JOB = 2
 EXIT_ENDPOINT = 3
+EXIT_ACCOUNTING = 4
 EXIT_INTERRUPTED = 130  # a second Ctrl-C (or SIGTERM) stopped a streaming job at once
 
 
@@ -91,7 +95,16 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a job (unknown options go to Beam)", parents=[verbose])
     run.add_argument("job")
     _project_options(run)
-    run.add_argument("--quiet", action="store_true", help="no summary")
+    run.add_argument("--quiet", action="store_true", help="no progress line, no summary")
+    run.add_argument("--workers", type=_workers, default=1, metavar="N",
+                     help="run on N SDK worker processes (Beam's FnApiRunner, multi-process; default 1)")
+    run.add_argument("--allow-unsafe-runner", action="store_true",
+                     help="run on a runner known to lose rows (DaskRunner, PySpark, Ray) anyway")
+    run.add_argument("--report", metavar="DIR",
+                     help="after the run, write DIR/summary.json and the job diagram with row counts "
+                          "(DIR/job.mmd, DIR/job.dot)")
+    run.add_argument("--progress-interval", type=_positive, default=None, metavar="S",
+                     help="seconds between progress lines when stderr is not a terminal (default 10)")
     stream = run.add_argument_group("streaming (inputs are watched globs; Ctrl-C drains the job)")
     stream.add_argument("--streaming", action="store_true", help="run as a streaming job on watched inputs")
     stream.add_argument("--poll-interval", type=_positive, default=1.0, metavar="S",
@@ -104,10 +117,14 @@ def _parser() -> argparse.ArgumentParser:
     stream.add_argument("--no-checkpoint", action="store_true",
                         help="no checkpoint: a restarted job reads every file again")
     for name, helptext in (("check", "parse and bind the job; read no data"),
-                           ("explain", "print the plan and the PTransforms it becomes")):
+                           ("explain", "print the plan and the PTransforms it becomes, or draw the job")):
         c = sub.add_parser(name, help=helptext, parents=[verbose])
         c.add_argument("job")
         _project_options(c)
+        if name == "explain":
+            c.add_argument("--format", choices=("text", "mermaid", "dot"), default="text",
+                           help="text: plan and PTransforms; mermaid / dot: a diagram of inputs, steps, "
+                                "outputs and function calls")
     imp = sub.add_parser("import", help="write the job.yaml equivalent to an ASA project or ARM template",
                          parents=[verbose])
     imp.add_argument("job", metavar="PROJECT")
@@ -126,6 +143,13 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _workers(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
 def _project_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input", action="append", default=[], metavar="NAME=PATH")
     p.add_argument("--output", action="append", default=[], metavar="NAME=PATH")
@@ -134,6 +158,9 @@ def _project_options(p: argparse.ArgumentParser) -> None:
                    help="call Azure ML function NAME at URL (e.g. asa-beam serve-model)")
     p.add_argument("--function-key", action="append", default=[], metavar="NAME=ENV_VAR",
                    help="the key of function NAME is in environment variable ENV_VAR (never the key itself)")
+    p.add_argument("--live-outputs", action="store_true",
+                   help="write a project's Blob Storage outputs to their blobs (default: local files "
+                        "under LocalRunOutputs/, as ASA's local run does)")
 
 
 def _load(args: argparse.Namespace):
@@ -141,7 +168,8 @@ def _load(args: argparse.Namespace):
     from pipelines.project import load
 
     return load(args.job, parameters=args.parameters, inputs=args.input, outputs=args.output,
-                function_endpoints=args.function_endpoint, function_keys=args.function_key)
+                function_endpoints=args.function_endpoint, function_keys=args.function_key,
+                live_outputs=args.live_outputs)
 
 
 def _positive(text: str) -> float:
@@ -208,8 +236,11 @@ def _guard(action) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from pipelines.project import check_blob_access
+
     job = _load(args)
     plan = job.check()
+    check_blob_access(job)  # blobs are listed (credentials, containers), never read
     for note in job.notes:
         print(f"note: {note}")
     print(f"OK: {job.path.name}: {len(plan.inputs)} input(s) read ({', '.join(plan.inputs)}), "
@@ -219,13 +250,15 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _explain(args: argparse.Namespace) -> int:
+    from pipelines.report import diagram
     from pipelines.run import describe_pipeline
 
     job = _load(args)
     job.check()
-    for note in job.notes:
-        print(f"note: {note}")
-    print(describe_pipeline(job))
+    fmt = args.format
+    for note in job.notes:  # a diagram on stdout stays a valid diagram
+        print(f"note: {note}", file=sys.stdout if fmt == "text" else sys.stderr)
+    print(describe_pipeline(job) if fmt == "text" else diagram(job, fmt), end="" if fmt != "text" else "\n")
     return 0
 
 
@@ -239,8 +272,12 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
     checkpoint_dir = False if args.no_checkpoint else args.checkpoint_dir
     streaming = Streaming(args.poll_interval, args.stop_after_idle, checkpoint_dir) if args.streaming else None
     check_inputs(job, streaming)
+    from pipelines.progress import ProgressLine
+
+    run_options = dict(workers=args.workers, allow_unsafe_runner=args.allow_unsafe_runner, verbose=args.verbose,
+                       progress=None if args.quiet else ProgressLine(sys.stderr, args.progress_interval))
     if streaming is None:
-        summary = run_job(job, beam_args)
+        summary = run_job(job, beam_args, **run_options)
     else:
         def resuming(checkpoint, pending):
             files = ", ".join(f"{n} files of {name}" for name, n in pending.items())
@@ -254,13 +291,24 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
             with _drain_on_interrupt():
                 print(f"asa-beam: streaming: watching {watched} every {args.poll_interval:g} s{idle}; "
                       "Ctrl-C drains the job", file=sys.stderr, flush=True)
-                summary = run_streaming_job(job, beam_args, streaming, on_resume=resuming)
+                summary = run_streaming_job(job, beam_args, streaming, on_resume=resuming, **run_options)
         except KeyboardInterrupt:
             print("asa-beam: stopped at once; open windows were not emitted. The next run with the same "
                   "checkpoint reads their files again", file=sys.stderr, flush=True)
             return EXIT_INTERRUPTED
     if not args.quiet:
         print(format_summary(job, summary))
+    if args.report:
+        from pipelines.report import write_report
+
+        write_report(args.report, job, summary)
+    if not summary.metrics_available:
+        print("asa-beam: warning: the runner reported no metrics, so the row accounting was not checked",
+              file=sys.stderr)
+    if summary.imbalances:
+        print("asa-beam: row accounting failed: rows were lost or duplicated without a trace:\n  "
+              + "\n  ".join(summary.imbalances), file=sys.stderr)
+        return EXIT_ACCOUNTING
     return 0
 
 
@@ -273,7 +321,7 @@ def _import(args: argparse.Namespace) -> int:
         raise JobConfigError(f"{args.job} is already a job file")
     out = Path(args.out)
     t = translate(args.job, args.parameters, args.input, args.output,
-                  output_root=out.absolute().parent / "LocalRunOutputs")
+                  output_root=out.absolute().parent / "LocalRunOutputs", live_outputs=args.live_outputs)
     if args.function_endpoint or args.function_key:
         from pipelines.job import function_overrides
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,13 +14,16 @@ import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
 
 from pipelines.job import Job
+from pipelines.progress import ProgressLine
 from pipelines.runners import make_runner, pipeline_options
 from transforms.errors import JobConfigError
 from transforms.functions.azureml import find_endpoint_error
 from transforms.io.checkpoint import Checkpoint, CheckpointError, open_checkpoint
 from transforms.io.paths import blob_folder, is_blob
 from transforms.io.watch import Watch
+from transforms.operators.accounting import CountDeadLetters, CountRows, Ledger, value
 from transforms.operators.compile import AsaQuery
+from transforms.progress import Listener
 from transforms.query.plan import SelectStep
 
 
@@ -26,6 +31,10 @@ from transforms.query.plan import SelectStep
 class RunSummary:
     counters: dict[str, int] = field(default_factory=dict)
     distributions: dict[str, Any] = field(default_factory=dict)
+    metrics_available: bool = True  # False: the runner gave no metrics (no counts, no accounting check)
+    ledger: Ledger | None = None
+    imbalances: list[str] = field(default_factory=list)  # row-accounting errors, one message each
+    elapsed_s: float = 0.0
 
     def prefixed(self, prefix: str) -> dict[str, int]:
         return {k[len(prefix):]: v for k, v in sorted(self.counters.items()) if k.startswith(prefix)}
@@ -123,9 +132,13 @@ def _check_blob(path: str, what: str, must_match: bool) -> None:
 
 
 def build_pipeline(job: Job, pipeline: beam.Pipeline, streaming: Streaming | None = None,
-                   checkpoint: Checkpoint | None = None) -> None:
+                   checkpoint: Checkpoint | None = None) -> Ledger:
     """Add the job's transforms to ``pipeline``; with ``streaming``, stream inputs are watched
-    (and, with ``checkpoint``, logged and replayed; outputs deduplicated after a restart)."""
+    (and, with ``checkpoint``, logged and replayed; outputs deduplicated after a restart).
+
+    Returns the row-accounting ledger: the query's balances (per step) plus the job's: each
+    input's rows read = rows entering the query, each output's rows = rows written, and dead
+    letters produced = dead letters written."""
     from transforms.io import ReadRows, WriteDeadLetters, WriteRows
 
     check_inputs(job, streaming)
@@ -139,8 +152,15 @@ def build_pipeline(job: Job, pipeline: beam.Pipeline, streaming: Streaming | Non
             options["watch"] = streaming.watch(job, checkpoint, name)  # reference data stays a bounded read
         out = pipeline | f"Read {name}" >> ReadRows(spec.path, spec.format, name=name, **options)
         sources[name] = out["rows"]
-        read_failed.append(out["failed"])
+        read_failed.append(out["failed"] | f"Count dead letters of {name}" >> beam.ParDo(
+            CountDeadLetters(f"input.{name}.dead")))
     outputs = sources | "Query" >> AsaQuery(plan, job.functions(), event_ordering=job.event_ordering)
+    ledger = outputs.ledger
+    for name in plan.inputs:
+        for term in ledger.inputs.get(name, []):
+            step = term.split(".")[1] if term.count(".") >= 2 else term
+            ledger.balance(f"input {name}", f"rows read, entering step {step}", [f"input.{name}.rows"],
+                           [("entering", term)])
     for name, pcoll in outputs.items():
         spec = next(s for n, s in job.outputs.items() if n.lower() == name.lower())
         columns = _static_columns(job, name)
@@ -149,12 +169,19 @@ def build_pipeline(job: Job, pipeline: beam.Pipeline, streaming: Streaming | Non
             kwargs.setdefault("columns", list(columns))
         if checkpoint is not None:
             kwargs["checkpoint"] = checkpoint.output_log(f"output.{name}")
-        pcoll | f"Write {name}" >> WriteRows(spec.path, spec.format, name=name, **kwargs)
+        counted = pcoll | f"Count {name}" >> beam.ParDo(
+            CountRows(f"query.output.{name}.rows", live=f"rows_written.{name}"))
+        counted | f"Write {name}" >> WriteRows(spec.path, spec.format, name=name, **kwargs)
+        ledger.balance(f"output {name}", "rows", ledger.outputs[name], [("written", f"output.{name}.rows")])
     failed = (*read_failed, outputs.failed) | "All dead letters" >> beam.Flatten()
     failed | "Write dead letters" >> WriteDeadLetters(
         job.dead_letter.path, job.dead_letter.format,
         checkpoint=checkpoint.output_log("dead_letters") if checkpoint is not None else None, **{
             k: v for k, v in job.dead_letter.options.items() if k in ("date_format", "time_format")})
+    produced = [f"input.{n}.dead" for n in plan.inputs] + [
+        d for r in ledger.steps.values() for d in r.dead]
+    ledger.balance("dead letters", "rows", produced, [("written", "dead_letter.*")])
+    return ledger
 
 
 def _static_columns(job: Job, output: str) -> tuple[str, ...] | None:
@@ -164,30 +191,45 @@ def _static_columns(job: Job, output: str) -> tuple[str, ...] | None:
     return cols.pop() if len(cols) == 1 else None
 
 
-def run_job(job: Job, beam_args: Sequence[str] = (), streaming: Streaming | None = None,
-            checkpoint: Checkpoint | None = None) -> RunSummary:
-    options = pipeline_options(beam_args, streaming=streaming is not None)
-    pipeline = beam.Pipeline(runner=make_runner(options), options=options)
-    build_pipeline(job, pipeline, streaming, checkpoint)
+def run_job(job: Job, beam_args: Sequence[str] = (), streaming: Streaming | None = None, *,
+            workers: int = 1, allow_unsafe_runner: bool = False, progress: ProgressLine | None = None,
+            verbose: bool = False, checkpoint: Checkpoint | None = None) -> RunSummary:
+    """Runs the job and checks its row accounting. ``workers`` > 1: that many SDK worker
+    processes (Beam's FnApiRunner, multi-process); ``progress``: a live progress line;
+    ``checkpoint``: a crash-safe streaming job's (see ``run_streaming_job``)."""
+    options = pipeline_options(beam_args, streaming=streaming is not None, workers=workers, verbose=verbose)
+    pipeline = beam.Pipeline(runner=make_runner(options, allow_unsafe_runner), options=options)
+    ledger = build_pipeline(job, pipeline, streaming, checkpoint)
+    started = time.monotonic()
     try:
-        result = pipeline.run()
-        result.wait_until_finish()
+        with contextlib.ExitStack() as stack:
+            if progress is not None:
+                stack.enter_context(Listener())  # worker processes send their live counts here
+                stack.enter_context(progress)
+            result = pipeline.run()
+            result.wait_until_finish()
     except Exception as e:
         endpoint_error = find_endpoint_error(e)
         if endpoint_error is not None:
             raise endpoint_error from None
         raise
-    return collect_metrics(result)
+    summary = collect_metrics(result)
+    summary.elapsed_s = time.monotonic() - started
+    summary.ledger = ledger
+    if summary.metrics_available:
+        summary.imbalances = [m.message() for m in ledger.check(summary.counters)]
+    return summary
 
 
-def run_streaming_job(job: Job, beam_args: Sequence[str], streaming: Streaming, on_resume=None) -> RunSummary:
+def run_streaming_job(job: Job, beam_args: Sequence[str], streaming: Streaming, on_resume=None,
+                      **run_options) -> RunSummary:
     """``run_job`` for a crash-safe streaming job (``transforms.io.checkpoint``): locks the checkpoint,
     tells ``on_resume(checkpoint, {input: files to replay})`` when a crashed run is resumed, and
     records the clean end (a new epoch) once the pipeline has finished normally. Without a
-    checkpoint (``Streaming(checkpoint_dir=False)``) it is ``run_job``."""
+    checkpoint (``Streaming(checkpoint_dir=False)``) it is ``run_job``; ``run_options`` go to ``run_job``."""
     path = streaming.checkpoint_path(job)
     if path is None:
-        return run_job(job, beam_args, streaming)
+        return run_job(job, beam_args, streaming, **run_options)
     identity = job_identity(job)
     try:
         checkpoint, lock = open_checkpoint(path, identity)
@@ -197,7 +239,7 @@ def run_streaming_job(job: Job, beam_args: Sequence[str], streaming: Streaming, 
         pending = checkpoint.pending()
         if pending and on_resume is not None:
             on_resume(checkpoint, pending)
-        summary = run_job(job, beam_args, streaming, checkpoint)
+        summary = run_job(job, beam_args, streaming, checkpoint=checkpoint, **run_options)
         checkpoint.finish(identity)  # every window emitted, every output file committed
     finally:
         lock.release()
@@ -208,7 +250,8 @@ def collect_metrics(result: Any) -> RunSummary:
     summary = RunSummary()
     try:
         metrics = result.metrics().query(MetricsFilter().with_namespace("asa"))
-    except (NotImplementedError, AttributeError):  # e.g. the Dask runner has no metrics
+    except (NotImplementedError, AttributeError):  # a runner without metrics (DaskRunner raises)
+        summary.metrics_available = False
         return summary
     for c in metrics.get("counters", []):
         value = c.committed if c.committed is not None else c.attempted
@@ -221,6 +264,10 @@ def collect_metrics(result: Any) -> RunSummary:
 
 def format_summary(job: Job, summary: RunSummary) -> str:
     lines = ["asa-beam: job finished"]
+    if not summary.metrics_available:
+        lines.append("  the runner reported no metrics: rows read, written and dead-lettered are unknown, "
+                     "and the row accounting was not checked")
+        return "\n".join(lines)
     for name in job.plan().inputs:
         lines.append(f"  read     {name}: {summary.counters.get(f'input.{name}.rows', 0)} rows")
     for name in job.plan().output_names():
@@ -238,10 +285,18 @@ def format_summary(job: Job, summary: RunSummary) -> str:
         parts = [f"{label} {summary.counters.get(f'{fn}.{key}', 0)}" for key, label in (
             ("function_requests", "requests"), ("function_events", "events"),
             ("failed_function_requests", "failed requests"), ("retries", "retries"))]
+        waited_ms = summary.counters.get(f"{fn}.retry_wait_ms", 0)
+        if waited_ms:
+            parts.append(f"waiting to retry {waited_ms / 1000:.1f} s")
         lat = summary.distributions.get(f"{fn}.request_latency_ms")
         if lat is not None and getattr(lat, "count", 0):
             parts.append(f"latency mean {lat.mean:.1f} ms (max {lat.max} ms)")
         lines.append(f"  udf.{fn}: " + ", ".join(parts))
+    if summary.ledger is not None:
+        lines += format_steps(summary.ledger, summary.counters)
+    if summary.imbalances:
+        lines.append("  ROW ACCOUNTING FAILED (rows lost or duplicated without a trace):")
+        lines += [f"    {m}" for m in summary.imbalances]
     return "\n".join(lines)
 
 
@@ -254,6 +309,35 @@ def _resumed_lines(summary: RunSummary) -> list[str]:
         return []
     parts = ", ".join(f"{n} {name.replace('dead_letters', 'dead letters')}" for name, n in sorted(already.items()))
     return [f"  resumed: already written before the restart, not written again: {parts} rows"]
+
+
+def step_counts(ledger: Ledger, counters: dict[str, int]) -> list[dict[str, Any]]:
+    """Per step: rows in, out, filtered, dead-lettered, and the operators' own counts."""
+    out = []
+    for record in ledger.steps.values():
+        prefix = f"step.{record.name}."
+        out.append({
+            "step": record.name,
+            "in": sum(value(counters, n) for n in record.ins),
+            "joined": {alias: sum(value(counters, n) for n in terms) for alias, terms in record.joined},
+            "out": sum(value(counters, n) for n in record.out),
+            "filtered": sum(v for k, v in counters.items() if k.startswith(prefix) and k.endswith(".filtered")),
+            "dead_letters": sum(value(counters, n) for n in record.dead),
+            "details": {label: value(counters, n) for label, n in record.details},
+        })
+    return out
+
+
+def format_steps(ledger: Ledger, counters: dict[str, int]) -> list[str]:
+    lines = ["  rows per step (in -> out; filtered by WHERE/HAVING; dead-lettered):"]
+    for s in step_counts(ledger, counters):
+        joined = "".join(f" (+{n} from {alias})" for alias, n in s["joined"].items())
+        line = f"    {s['step']}: {s['in']}{joined} -> {s['out']}"
+        extra = [f"{k} {s[k]}" for k in ("filtered",) if s[k]] + (
+            [f"dead-lettered {s['dead_letters']}"] if s["dead_letters"] else [])
+        extra += [f"{label} {v}" for label, v in s["details"].items()]
+        lines.append(line + ("; " + ", ".join(extra) if extra else ""))
+    return lines
 
 
 def _step_transforms(step: SelectStep, functions) -> list[str]:

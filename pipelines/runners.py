@@ -10,20 +10,35 @@ as a native polling source (see ``transforms.io.watch``).
 
 from __future__ import annotations
 
+import logging
+import os
+import shlex
+import sys
+import tempfile
 import time
 from collections.abc import Sequence
 
 from apache_beam import pvalue
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import (
+    CrossLanguageOptions,
+    DirectOptions,
+    FlinkRunnerOptions,
+    PipelineOptions,
+    StandardOptions,
+    WorkerOptions,
+)
 from apache_beam.pipeline import PTransformOverride
 from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner, SwitchingDirectRunner
 from apache_beam.runners.direct.transform_evaluator import TransformEvaluatorRegistry, _TransformEvaluator
 from apache_beam.runners.direct.util import TransformResult
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.runners.runner import PipelineRunner
 from apache_beam.transforms import PTransform, Windowing, window
+from apache_beam.transforms.environments import SubprocessSDKEnvironment
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Timestamp
 
+from transforms.errors import JobConfigError
 from transforms.io.watch import WatchFiles, WatchState, next_files, should_end, start_watch
 
 _DIRECT_NAMES = {None, "direct", "directrunner", "switchingdirectrunner"}
@@ -48,19 +63,162 @@ class LocalDirectRunner(SwitchingDirectRunner):
         return super().run_pipeline(pipeline, options)
 
 
-def pipeline_options(argv: Sequence[str] = (), streaming: bool = False) -> PipelineOptions:
+def pipeline_options(argv: Sequence[str] = (), streaming: bool = False, workers: int = 1,
+                     verbose: bool = False) -> PipelineOptions:
+    """Beam options from the command line; ``workers`` > 1 asks for that many SDK worker processes."""
     options = PipelineOptions(list(argv))
     if streaming:
         options.view_as(StandardOptions).streaming = True
+    if workers > 1:
+        direct = options.view_as(DirectOptions)
+        direct.direct_num_workers = workers
+        direct.direct_running_mode = "multi_processing"
+    worker = options.view_as(WorkerOptions)
+    if worker.default_sdk_harness_log_level is None:
+        # SDK worker processes log at INFO to the driver's terminal unless told otherwise
+        # (MultiProcessRunner also sends their own stderr to a file unless verbose).
+        worker.default_sdk_harness_log_level = "INFO" if verbose else "WARNING"
     return options
 
 
-def make_runner(options: PipelineOptions) -> PipelineRunner | str:
-    """The runner to use: our Prism-free DirectRunner for DirectRunner (the default), else the name."""
+class MultiProcessRunner(FnApiRunner):
+    """Beam's FnApiRunner with ``direct_num_workers`` SDK worker processes, which log to a file.
+
+    Each worker process writes its own log to the stderr it inherits from the terminal, at INFO
+    (the harness sets that level before it reads any option). Beam starts workers through a
+    shell, so with ``quiet`` their stderr goes to ``<tmp>/asa-beam-workers-<pid>.log`` instead.
+    What workers log through Beam's logging service still reaches the driver's log at WARNING
+    and above, and an error in a worker fails the run with its traceback.
+    """
+
+    def __init__(self, quiet: bool = True):
+        command = f"{shlex.quote(sys.executable)} -m apache_beam.runners.worker.sdk_worker_main"
+        self.log_path = None
+        if quiet:
+            self.log_path = os.path.join(tempfile.gettempdir(), f"asa-beam-workers-{os.getpid()}.log")
+            command += f" 2>>{shlex.quote(self.log_path)}"
+            logging.getLogger("apache_beam.runners.portability.local_job_service").addFilter(_harness_chatter)
+        super().__init__(default_environment=SubprocessSDKEnvironment.from_command_string(command))
+
+    def run_pipeline(self, pipeline, options):
+        direct = options.view_as(DirectOptions)
+        # The FnApiRunner builds its own environment for "multi_processing"; ours is already set.
+        mode, direct.direct_running_mode = direct.direct_running_mode, "multi_processing (asa-beam)"
+        try:
+            result = super().run_pipeline(pipeline, options)  # returns when the workers are done
+        finally:
+            direct.direct_running_mode = mode
+        if self.log_path is not None and os.path.exists(self.log_path):
+            os.remove(self.log_path)  # kept only when the run failed
+        return result
+
+
+def _harness_chatter(record: logging.LogRecord) -> bool:
+    """Drops the one warning every worker logs at start (no semi-persistent directory: harmless here)."""
+    return "semi_persistent_directory" not in record.getMessage()
+
+
+def make_runner(options: PipelineOptions, allow_unsafe: bool = False) -> PipelineRunner | str:
+    """The runner to use: our Prism-free DirectRunner for DirectRunner (the default), Beam's
+    FnApiRunner for multi-process runs, else the name; runners that lose rows are refused."""
     name = options.view_as(StandardOptions).runner
-    if name is None or (isinstance(name, str) and name.lower() in _DIRECT_NAMES):
+    check_runner(options, allow_unsafe)
+    multi = options.view_as(DirectOptions).direct_running_mode == "multi_processing"
+    is_direct = name is None or (isinstance(name, str) and name.lower() in _DIRECT_NAMES)
+    if multi and (is_direct or (isinstance(name, str) and name.lower() == "fnapirunner")):
+        if options.view_as(StandardOptions).streaming:
+            raise JobConfigError("--workers: streaming jobs run in one process on the local runner "
+                                 "(Beam's streaming DirectRunner has no multi-process mode); drop --workers")
+        # Explicitly the FnApiRunner: the DirectRunner would fall back to its single-process
+        # BundleBasedDirectRunner for a pipeline holding a processing-time timer.
+        verbose = options.view_as(WorkerOptions).default_sdk_harness_log_level not in (None, "WARNING")
+        return MultiProcessRunner(quiet=not verbose)
+    if is_direct:
         return LocalDirectRunner()
     return name
+
+
+# -- Runners refused: they lose or corrupt rows with asa-beam pipelines and do not say so -------
+
+UNSAFE_RUNNERS: dict[str, str] = {
+    "daskrunner": (
+        "Beam's DaskRunner (2.77) silently mixes tagged outputs (dead letters) into the main output, "
+        "computes only the last sink of the pipeline, ignores windows, drops what finish_bundle emits, "
+        "fails on state and timers, and reports no metrics"),
+    "pysparkrunner": (
+        "the PySpark runner (beam-pyspark-runner) calls DoFn.process directly (no state, tagged outputs "
+        "passed through raw), never unwraps timestamps (windows crash), reports no metrics and pins "
+        "apache-beam 2.48"),
+    "rayrunner": (
+        "the Ray runner (ray-beam) fails at import on Beam 2.77; its unreleased successor runs each "
+        "stage as one task and rejects processing-time timers"),
+    "rayfnapirunner": (
+        "the Ray runner (ray_beam_runner) is unreleased, needs patches for Beam 2.77, runs each stage "
+        "as one task and rejects processing-time timers"),
+}
+
+
+def check_runner(options: PipelineOptions, allow_unsafe: bool = False) -> None:
+    """Refuses runners known to lose rows (unless ``allow_unsafe``), and a FlinkRunner whose
+    job-server jar cannot be had, before the pipeline is built."""
+    name = options.view_as(StandardOptions).runner
+    if name is None:
+        return
+    text = name if isinstance(name, str) else type(name).__name__
+    key = text.rsplit(".", 1)[-1].lower()
+    defects = UNSAFE_RUNNERS.get(key)
+    if defects is not None and not allow_unsafe:
+        raise JobConfigError(
+            f"--runner {text} is refused: {defects}. Rows would be lost without a trace. Use the default "
+            "runner (--workers N for more processes), FlinkRunner, DataflowRunner or PortableRunner; "
+            "--allow-unsafe-runner runs it anyway")
+    if key == "flinkrunner":
+        _check_flink_jar(options)
+
+
+MAVEN = "https://repo.maven.apache.org/maven2"
+
+
+def flink_jar_name(options: PipelineOptions) -> str:
+    from apache_beam.version import __version__
+
+    flink = options.view_as(FlinkRunnerOptions).flink_version
+    return f"beam-runners-flink-{flink}-job-server-{__version__}.jar"
+
+
+def _check_flink_jar(options: PipelineOptions, maven: str | None = None, timeout_s: float = 5.0) -> None:
+    """Beam's FlinkRunner starts Beam's Flink job server from a jar it downloads from Maven
+    Central at run time. Without network it hangs in retries and then fails deep in Beam; here
+    a missing jar is a clear error before anything runs."""
+    import os
+    import urllib.error
+    import urllib.request
+
+    flink = options.view_as(FlinkRunnerOptions)
+    jar = flink.flink_job_server_jar
+    if jar:
+        if "://" not in jar and not os.path.isfile(jar):
+            raise JobConfigError(f"--flink_job_server_jar {jar}: no such file")
+        return
+    name = flink_jar_name(options)
+    target = f":runners:flink:{flink.flink_version}:job-server:shadowJar"
+    services = options.view_as(CrossLanguageOptions).beam_services or {}
+    cached = os.path.join(os.path.expanduser("~"), ".apache_beam", "cache", "jars", name)
+    if target in services or os.path.isfile(cached):
+        return
+    from apache_beam.version import __version__
+
+    url = f"{maven or MAVEN}/org/apache/beam/{name.rsplit('-', 1)[0]}/{__version__}/{name}"
+    try:
+        urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout_s).close()
+        return  # Beam will download it
+    except (urllib.error.URLError, OSError, ValueError):
+        pass
+    raise JobConfigError(
+        f"--runner FlinkRunner needs Beam's Flink job-server jar ({name}), which Beam downloads from "
+        f"Maven Central at run time, and {url} cannot be reached. Download it where you can and pass "
+        f"--flink_job_server_jar=/path/to/{name}, or put it in ~/.apache_beam/cache/jars/, or submit "
+        "to a Beam job server that is already running with --runner PortableRunner --job_endpoint HOST:8099")
 
 
 def _count_metrics_of_every_bundle() -> None:

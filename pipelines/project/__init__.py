@@ -20,7 +20,8 @@ from typing import Any
 from pipelines.project.common import ProjectError, Translation
 from pipelines.project.model import Project, to_translation
 
-__all__ = ["ProjectError", "Translation", "kind_of", "load", "read_project", "translate", "write_job_file"]
+__all__ = ["ProjectError", "Translation", "check_blob_access", "kind_of", "load", "read_project", "translate",
+           "write_job_file"]
 
 
 def kind_of(path: Path) -> str:
@@ -68,8 +69,9 @@ def read_project(path: str | Path, parameters: str | Path | None = None) -> Proj
 
 
 def translate(path: str | Path, parameters: str | Path | None = None, inputs: Sequence[str] = (),
-              outputs: Sequence[str] = (), output_root: Path | None = None) -> Translation:
-    return to_translation(read_project(path, parameters), tuple(inputs), tuple(outputs), output_root)
+              outputs: Sequence[str] = (), output_root: Path | None = None, live_outputs: bool = False) -> Translation:
+    return to_translation(read_project(path, parameters), tuple(inputs), tuple(outputs), output_root,
+                          live_outputs=live_outputs)
 
 
 def job_from_translation(t: Translation, function_endpoints: Sequence[str] = (),
@@ -84,17 +86,44 @@ def job_from_translation(t: Translation, function_endpoints: Sequence[str] = (),
 
 def load(path: str | Path, *, parameters: str | Path | None = None, inputs: Sequence[str] = (),
          outputs: Sequence[str] = (), function_endpoints: Sequence[str] = (),
-         function_keys: Sequence[str] = (), output_root: Path | None = None):
-    """A job.yaml, a project folder / asaproj.json / *.asaproj, or an ARM template → a ``Job``."""
+         function_keys: Sequence[str] = (), output_root: Path | None = None, live_outputs: bool = False):
+    """A job.yaml, a project folder / asaproj.json / *.asaproj, or an ARM template → a ``Job``.
+
+    ``live_outputs``: a project's Blob Storage outputs are written to their blobs (default: local
+    files under ``LocalRunOutputs/``, as ASA's local run does)."""
     from pipelines.job import load_job
 
     p = Path(path)
     if kind_of(p.absolute()) == "job":
         if parameters is not None:
             raise ProjectError("--parameters is for ARM templates, not job files")
+        if live_outputs:
+            raise ProjectError("--live-outputs is for ASA projects and ARM templates: a job file's outputs "
+                               "are where it says")
         return load_job(p, inputs, outputs, function_endpoints, function_keys)
-    t = translate(p, parameters, inputs, outputs, output_root)
+    t = translate(p, parameters, inputs, outputs, output_root, live_outputs)
     return job_from_translation(t, function_endpoints, function_keys)
+
+
+def check_blob_access(job) -> None:
+    """``check``: every blob the job reads is listed and every blob folder it writes is reachable,
+    with the credentials of the environment — no data is read. A rejected key, a missing
+    container or no credentials is a ``JobConfigError`` naming the input or output and the path,
+    never a secret (``transforms.io.blob``)."""
+    from transforms.errors import JobConfigError
+    from transforms.io.blob import BlobAccessError, check_access
+    from transforms.io.paths import blob_folder, is_blob
+
+    read = {n.lower() for n in job.plan().inputs}
+    checks = [(f"input '{n}'", s.path, True) for n, s in job.inputs.items() if n.lower() in read]
+    checks += [(f"output '{n}'", blob_folder(s.path), False) for n, s in job.outputs.items()]
+    checks.append(("dead_letter", blob_folder(job.dead_letter.path), False))
+    for what, path, must_match in checks:
+        if is_blob(path):
+            try:
+                check_access(path, what, must_match=must_match)
+            except BlobAccessError as e:
+                raise JobConfigError(str(e)) from None
 
 
 def _relative(value: Any, base: Path) -> Any:

@@ -12,8 +12,11 @@ expressions are resolved from the parameters file (``--parameters``, or
 ``<name>.parameters.json`` beside the template) or the parameter's ``defaultValue``; other
 template functions are left as text (only names and settings use them, never the query).
 
-An ARM template has no local data: every input needs ``--input NAME=PATH`` (or ``asa-beam test``
-with a testConfig.json).
+An ARM template has no local data: a Blob Storage input (``Microsoft.Storage/Blob``:
+``storageAccounts[0].accountName``, ``container``, ``pathPattern``, ``dateFormat``, ``timeFormat``)
+reads its blobs (``azfs://``, credentials from the environment, ``accountKey`` never used); every
+other input needs ``--input NAME=PATH`` (or ``asa-beam test`` with a testConfig.json). Blob outputs
+are written to their blobs only with ``--live-outputs``.
 
 Sources: learn.microsoft.com/azure/stream-analytics/resource-manager-export; the REST spec
 (Azure/azure-rest-api-specs streamanalytics 2021-10-01-preview, Function_Create_AzureMLService).
@@ -36,11 +39,12 @@ from pipelines.project.model import (
     InputDecl,
     OutputDecl,
     Project,
+    blob_location,
     data_format,
     delimiter_of,
     strip_create_table,
 )
-from pipelines.project.vscode import apply_settings
+from pipelines.project.vscode import apply_settings, compression_note
 
 JOB_TYPE = "microsoft.streamanalytics/streamingjobs"
 ARM_ORDERING = {"late_arrival_seconds": -1, "out_of_order_seconds": 0, "policy": "adjust"}
@@ -183,6 +187,10 @@ def _input(project: Project, item: Keys, path: Path) -> None:
     else:
         decl.format = fmt
     decl.delimiter = delimiter_of(find(ser, "fieldDelimiter"))
+    if decl.live_kind == "Blob Storage":
+        decl.blob, decl.blob_problem = blob_location(
+            p.sub("datasource").sub("properties"), path, f"input '{name}'", project.notes)
+        compression_note(project, name, path, p.sub("compression").get("type"))
     project.inputs[name] = decl
 
 
@@ -193,8 +201,12 @@ def _output(project: Project, item: Keys, path: Path) -> None:
     p = item.sub("properties")
     fmt = data_format(p.sub("serialization").get("type"), path, f"output '{name}'")
     kind = _kind(p.sub("datasource"))
-    project.outputs[name] = OutputDecl(name, "Blob Storage" if kind == "Blob Storage" else kind,
-                                       None if fmt == "customclr" else fmt, path)
+    decl = project.outputs[name] = OutputDecl(name, kind, None if fmt == "customclr" else fmt, path)
+    if kind == "Blob Storage":
+        decl.blob, problem = blob_location(p.sub("datasource").sub("properties"), path, f"output '{name}'",
+                                           project.notes)
+        if problem:
+            project.notes.append(f"{problem}: --live-outputs cannot write it; it is written locally")
 
 
 def _function(project: Project, item: Keys, path: Path, notes: list[str]) -> None:

@@ -8,9 +8,22 @@ and ASA's local-run conventions:
 
 * an input's data is its local mock (or ``--input NAME=PATH``); an input with neither is kept
   as *unavailable* and ``check`` refuses the job if the query reads it;
+* an input with no local mock that the project declares in Azure Blob Storage / ADLS Gen2
+  reads its blobs: ``azfs://ACCOUNT/CONTAINER/<PathPattern>`` with the input's DateFormat and
+  TimeFormat (credentials from the environment, never from the project: ``transforms.io.blob``);
 * every output the query writes gets a local file: JSON lines under
   ``LocalRunOutputs/<yyyyMMddHHmmss>/<alias>`` unless ``--output NAME=PATH``; outputs asa-beam
   cannot reach (SQL, Event Hub, Power BI, Cosmos DB, ...) are written there too, and said so.
+  Blob outputs are written there as well unless ``live_outputs`` (``--live-outputs``): then to
+  ``azfs://ACCOUNT/CONTAINER/<PathPattern>/<alias>`` — never to production storage by surprise.
+
+>>> loc = BlobLocation("acct", "events", "logs/{date}/{time}", "yyyy/MM/dd", "HH")
+>>> loc.input_path(), loc.output_path("scored")
+('azfs://acct/events/logs/{date}/{time}', 'azfs://acct/events/logs/{date}/{time}/scored')
+>>> BlobLocation("acct", "ref", "").input_path(), BlobLocation("acct", "ref", "zones/").input_path()
+('azfs://acct/ref/**', 'azfs://acct/ref/zones/**')
+>>> BlobLocation("acct", "ref", "zones.csv").input_path(), BlobLocation("acct", "ref", "in").input_path()
+('azfs://acct/ref/zones.csv', 'azfs://acct/ref/in/**')
 """
 
 from __future__ import annotations
@@ -31,6 +44,87 @@ DELIMITERS = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": 
 
 
 @dataclass
+class BlobLocation:
+    """Where a Blob Storage / ADLS Gen2 input or output of the project lives (no key: never read)."""
+
+    account: str
+    container: str
+    path_pattern: str = ""
+    date_format: str | None = None
+    time_format: str | None = None
+
+    def _base(self) -> str:
+        return f"azfs://{self.account}/{self.container}"
+
+    def input_path(self) -> str:
+        """ASA's input PathPattern → an asa-beam input path (its tokens are resolved by the job).
+
+        The pattern names folders ("cluster1/logs/{date}/{time}"): no pattern reads the whole
+        container, a pattern ending with ``/`` or a folder name reads every blob below it, one
+        whose last segment has an extension (``zones.csv``, reference data) is that blob.
+        """
+        pattern = self.path_pattern.replace("\\", "/").lstrip("/")
+        if not pattern or pattern.endswith("/"):
+            return f"{self._base()}/{pattern}**"
+        last = pattern.rsplit("/", 1)[-1]
+        if "{" in last or "." in last or any(c in last for c in "*?["):
+            return f"{self._base()}/{pattern}"  # a token at the end: the job reads below it
+        return f"{self._base()}/{pattern}/**"
+
+    def output_path(self, alias: str) -> str:
+        """ASA's output PathPattern (the folder) + the alias as the file prefix."""
+        pattern = self.path_pattern.replace("\\", "/").strip("/")
+        return f"{self._base()}/{pattern + '/' if pattern else ''}{alias}"
+
+    def formats(self) -> dict[str, str]:
+        """``date_format``/``time_format`` entries, when the pattern uses them."""
+        out = {}
+        if self.date_format and "{date}" in self.path_pattern.lower():
+            out["date_format"] = self.date_format
+        if self.time_format and "{time}" in self.path_pattern.lower():
+            out["time_format"] = self.time_format
+        return out
+
+
+_BLOB_KINDS = ("blob storage", "microsoft.storage/blob", "data lake storage gen2", "adls gen2",
+               "blob storage/adls gen2")
+
+
+def is_blob_kind(kind: str | None) -> bool:
+    """Whether a declared DataSourceType / datasource type is Azure Blob Storage or ADLS Gen2."""
+    return lower_word(kind) in _BLOB_KINDS
+
+
+def blob_location(props: Any, where: Path | None, what: str,
+                  notes: list[str]) -> tuple[BlobLocation | None, str | None]:
+    """(location, None) from a blob datasource's properties, or (None, why it cannot be read).
+
+    ``props`` is a ``Keys`` of ``StorageAccounts[{AccountName, AccountKey}], Container,
+    PathPattern, DateFormat, TimeFormat`` (any case). A key in it is never used: credentials come
+    from the environment; a real one is noted (without its value) so that the user can remove it.
+    """
+    from pipelines.project.common import Keys, is_secret
+
+    accounts = props.get("StorageAccounts") or []
+    accounts = [Keys(a) for a in accounts if isinstance(a, dict)] if isinstance(accounts, list) else []
+    account = accounts[0].get("AccountName") if accounts else props.get("AccountName", "StorageAccountName")
+    container = props.get("Container", "ContainerName")
+    if any(is_secret(a.get("AccountKey")) for a in accounts) or is_secret(props.get("AccountKey")):
+        notes.append(f"{what} ({where}): the storage account key in the file is not used; credentials come "
+                     "from the environment (AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT with "
+                     "AZURE_STORAGE_KEY or AZURE_STORAGE_SAS_TOKEN)")
+    if len(accounts) > 1:
+        notes.append(f"{what} ({where}): {len(accounts)} storage accounts declared; the first one is used")
+    bad = [n for n, v in (("storage account name", account), ("container", container))
+           if not isinstance(v, str) or not v.strip() or v.strip().startswith("[")]
+    if bad:
+        return None, f"{what} ({where}): Blob Storage without a usable {' and '.join(bad)}"
+    pattern = props.get("PathPattern", "PathPrefixPattern", default="")
+    return BlobLocation(account.strip(), container.strip().strip("/"), str(pattern or ""),
+                        props.get("DateFormat"), props.get("TimeFormat")), None
+
+
+@dataclass
 class InputDecl:
     name: str
     reference: bool = False
@@ -41,6 +135,8 @@ class InputDecl:
     declared_in: Path | None = None
     custom_deserializer: str | None = None  # CustomClr: what the error names
     missing: str | None = None          # the local file named does not exist: why (check refuses it if read)
+    blob: BlobLocation | None = None    # a Blob Storage / ADLS Gen2 input: where its blobs are
+    blob_problem: str | None = None     # a blob input whose location cannot be used: why
 
 
 @dataclass
@@ -49,6 +145,7 @@ class OutputDecl:
     kind: str = "Local"                 # the sink kind declared in the project ("Blob Storage", "SQL Database", ...)
     format: str | None = None
     declared_in: Path | None = None
+    blob: BlobLocation | None = None    # a Blob Storage / ADLS Gen2 output: where --live-outputs writes
 
 
 @dataclass
@@ -150,7 +247,10 @@ def _pairs(pairs: list[str] | tuple[str, ...], flag: str) -> dict[str, str]:
         name, sep, path = pair.partition("=")
         if not sep or not name or not path:
             raise ProjectError(f"--{flag} expects NAME=PATH, got '{pair}'")
-        out[name.lower()] = str(Path(path).expanduser().absolute())
+        from transforms.io.paths import is_url, normalize_path
+
+        url = normalize_path(path)
+        out[name.lower()] = url if is_url(url) else str(Path(path).expanduser().absolute())
     return out
 
 
@@ -165,9 +265,27 @@ def _how_to_give(decl: InputDecl, source: Path, kind: str) -> str:
                "InputMock and FilePath)"))
 
 
+def _blob_input(decl: InputDecl) -> dict[str, Any]:
+    """A blob input's job entry: its azfs path, ASA's date/time formats, the declared serialization."""
+    assert decl.blob is not None
+    if decl.custom_deserializer:
+        raise ProjectError(
+            f"input '{decl.name}' ({decl.declared_in}): custom deserializers (CustomClr, {decl.custom_deserializer}) "
+            f"are not supported: give the data as JSON, CSV, Avro or Parquet with --input {decl.name}=PATH")
+    fmt = decl.format or "json"
+    entry: dict[str, Any] = {"path": decl.blob.input_path(), "format": fmt, **decl.blob.formats()}
+    if decl.reference:
+        entry["reference"] = True
+    if fmt == "json":
+        entry["json_layout"] = "auto"  # ASA reads JSON arrays, lines and concatenated objects from blobs
+    if fmt == "csv" and decl.delimiter and decl.delimiter != ",":
+        entry["delimiter"] = decl.delimiter
+    return entry
+
+
 def to_translation(project: Project, inputs: list[str] | tuple[str, ...] = (),
                    outputs: list[str] | tuple[str, ...] = (), output_root: Path | None = None,
-                   now: _dt.datetime | None = None) -> Translation:
+                   now: _dt.datetime | None = None, live_outputs: bool = False) -> Translation:
     """The job document for ``project`` with the run's overrides; see the module docstring."""
     notes = list(project.notes)
     in_over = _pairs(list(inputs), "input")
@@ -192,8 +310,16 @@ def to_translation(project: Project, inputs: list[str] | tuple[str, ...] = (),
                 doc_inputs[decl.name] = {"path": str(decl.local), "format": "json"}
                 continue
             local = str(decl.local)
+        if local is None and decl.blob is not None:
+            doc_inputs[decl.name] = _blob_input(decl)
+            continue
+        if local is not None and decl.blob is not None and decl.name.lower() not in in_over:
+            blob = decl.blob.input_path()
+            notes.append(f"input '{decl.name}' reads its local input {local} (as ASA's local run does), not "
+                         f"{blob}; give --input {decl.name}={blob} to read the blobs")
         if local is None:
-            unavailable[decl.name] = _how_to_give(decl, project.source, project.kind)
+            how = _how_to_give(decl, project.source, project.kind)
+            unavailable[decl.name] = f"{decl.blob_problem}; {how}" if decl.blob_problem else how
             doc_inputs[decl.name] = {"path": str(project.base_dir / f"{decl.name}.unavailable"), "format": "json"}
             continue
         if fmt == "customclr" or (fmt is None and decl.custom_deserializer and not in_over.get(decl.name.lower())):
@@ -253,9 +379,16 @@ def to_translation(project: Project, inputs: list[str] | tuple[str, ...] = (),
             except ValueError:
                 fmt = decl.format if decl.format in ("json", "csv", "avro", "parquet") else "json"
             doc_outputs[name] = {"path": given, "format": fmt}
+        elif decl.blob is not None and live_outputs:
+            doc_outputs[name] = {"path": decl.blob.output_path(name), "format": decl.format or "json",
+                                 **decl.blob.formats()}
         else:
             # ASA's local run: "The result files are only available in JSON format", one per alias.
             doc_outputs[name] = {"path": str(root / name), "format": "json", "num_shards": 1}
+            if decl.blob is not None:
+                notes.append(f"output '{name}' is a {decl.kind} sink ({decl.blob.output_path(name)}) in the "
+                             f"project: written to local file {doc_outputs[name]['path']} instead; "
+                             "--live-outputs writes it to the blob")
         if lower_word(decl.kind) not in _FILE_SINKS:
             notes.append(f"output '{name}' is a {decl.kind} sink in the project: written to local file "
                          f"{doc_outputs[name]['path']} instead")

@@ -11,8 +11,10 @@ Read, case-insensitively and leniently (BOM, CRLF, ``\\`` paths, null or masked 
 * ``Inputs/*.json``: live inputs (``Name``, ``Type``, ``DataSourceType``, ``Serialization``) and
   local mocks (``ScriptType: InputMock``) in both shapes: ``{InputAlias, Type, Format, FilePath}``
   and ``{Name, Type, DataSourceType: "Local Input", Serialization, FilePath}``; ``FilePath`` is
-  relative to the mock's folder.
-* ``Outputs/*.json``: ``Name``, ``DataSourceType``, ``Serialization``.
+  relative to the mock's folder. A ``Blob Storage`` input's ``BlobStorageProperties`` /
+  ``BlobReferenceProperties`` (``StorageAccounts[{AccountName}]``, ``Container``, ``PathPattern``,
+  ``DateFormat``, ``TimeFormat``) say where its blobs are; ``AccountKey`` is never used.
+* ``Outputs/*.json``: ``Name``, ``DataSourceType``, ``Serialization``; a Blob output's location as above.
 * ``Functions/``: ``<name>.js`` + ``<name>.js.json`` (``JSFunction``, Visual Studio's
   ``JSFunctionConfig``), Azure ML functions (``MLFunction``, shape inferred: see functions.py),
   C# functions (reported as unsupported when called).
@@ -33,8 +35,10 @@ from pipelines.project.model import (
     InputDecl,
     OutputDecl,
     Project,
+    blob_location,
     data_format,
     delimiter_of,
+    is_blob_kind,
     strip_create_table,
 )
 
@@ -224,6 +228,28 @@ def _live_input(project: Project, keys: Keys, file: Path) -> None:
     elif decl.format is None:
         decl.format = fmt
     decl.delimiter = decl.delimiter or delimiter_of(ser.get("FieldDelimiter"))
+    if is_blob_kind(decl.live_kind):
+        decl.blob, decl.blob_problem = blob_location(
+            blob_properties(keys), file, f"input '{name}'", project.notes)
+        compression_note(project, str(name), file,
+                         keys.get("CompressionType", "CompresssionType") or keys.sub("Compression").get("Type"))
+
+
+def compression_note(project: Project, name: str, where: Path, compression: Any) -> None:
+    """ASA decompresses a GZip/Deflate blob input whatever its name; Beam by the blob's extension."""
+    if compression is not None and lower_word(compression) not in ("", "none"):
+        project.notes.append(
+            f"input '{name}' ({where}): CompressionType {compression}: blobs are decompressed when their "
+            "names end with .gz or .deflate; others are read as they are")
+
+
+def blob_properties(keys: Keys) -> Keys:
+    """The ``BlobStorageProperties`` / ``BlobReferenceProperties`` object (any ``*Properties`` with a
+    Container or StorageAccounts; 2020 files hold every kind's object, the unused ones null)."""
+    for _, props in keys.items_matching("Properties"):
+        if "Container" in props or "StorageAccounts" in props:
+            return props
+    return keys  # flat (2020 Visual Studio): AccountName / ContainerName at the top
 
 
 def apply_mock(project: Project, keys: Keys, file: Path) -> None:
@@ -257,8 +283,12 @@ def _output(project: Project, keys: Keys, file: Path) -> None:
         raise ProjectError(f"{file}: output has no Name")
     ser = keys.sub("Serialization")
     fmt = data_format(ser.get("Type"), file, f"output '{name}'")
-    project.outputs[str(name)] = OutputDecl(str(name), str(keys.get("DataSourceType") or "Local"),
-                                            None if fmt == "customclr" else fmt, file)
+    decl = project.outputs[str(name)] = OutputDecl(str(name), str(keys.get("DataSourceType") or "Local"),
+                                                   None if fmt == "customclr" else fmt, file)
+    if is_blob_kind(decl.kind):
+        decl.blob, problem = blob_location(blob_properties(keys), file, f"output '{name}'", project.notes)
+        if problem:
+            project.notes.append(f"{problem}: --live-outputs cannot write it; it is written locally")
 
 
 def _js_function(project: Project, keys: Keys, file: Path) -> None:

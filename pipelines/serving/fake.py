@@ -11,12 +11,20 @@ Python function; faults are queued with ``plan`` and consumed by the next scorin
 Styles: ``arrays`` (``{"data": [[id, x], ...]}`` → ``[id + x, ...]``) and ``records``
 (designer ``Inputs.WebServiceInput0`` of ``{"id", "x"}`` → ``Results.WebServiceOutput0`` of
 ``{"id", "Scored Labels": id + x}``). ``poison(row) -> bool`` rows make the whole request fail
-with 400 naming the row, like a model rejecting bad input.
+with 400 naming the row, like a model rejecting bad input (``poison_rate(r)`` picks a fraction
+``r`` of the rows by a hash of their id).
+
+Beyond scripted faults: ``error_rate`` answers that fraction of requests at random with one of
+``error_statuses`` (429 with ``Retry-After``); ``outage(refuse_s, unavailable_s)`` takes the
+endpoint fully down — the port refuses connections and open connections are dropped — for
+``refuse_s``, then answers 503 for ``unavailable_s`` (a restarting server), then recovers;
+``outage_after(n, ...)`` starts that outage at the ``n``-th scoring request, in the middle of a job.
 """
 
 from __future__ import annotations
 
 import json
+import random
 import socket
 import threading
 import time
@@ -53,6 +61,22 @@ class RequestRecord(NamedTuple):
 def _sum_numbers(row) -> float:
     values = row.values() if isinstance(row, dict) else row
     return float(sum(v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)))
+
+
+def poison_rate(rate: float) -> Callable[[Any], bool]:
+    """A poison predicate rejecting about ``rate`` of the rows, chosen by a hash of the row's id
+    (first array item or ``id`` field): the same rows on every run and in every process."""
+    threshold = int(rate * 2**32)
+
+    def poison(row: Any) -> bool:
+        key = row.get("id") if isinstance(row, dict) else (row[0] if row else 0)
+        try:
+            n = int(key)
+        except (TypeError, ValueError):
+            return False
+        return (n * 2654435761 + 97) % 2**32 < threshold
+
+    return poison
 
 
 def default_score(style: str) -> Callable[[Any], Any]:
@@ -130,7 +154,9 @@ class FakeEndpoint:
     def __init__(self, style: str = "arrays", *, latency_s: float = 0.0, latency_per_row_s: float = 0.0,
                  key: str | None = None,
                  echo_auth: bool = False, poison: Callable[[Any], bool] | None = None,
-                 score: Callable[[Any], Any] | None = None, host: str = "127.0.0.1", port: int = 0):
+                 score: Callable[[Any], Any] | None = None, host: str = "127.0.0.1", port: int = 0,
+                 error_rate: float = 0.0, error_statuses: tuple[int, ...] = (503, 429),
+                 error_retry_after: str | None = "0.2", seed: int = 7):
         if style not in ("arrays", "records"):
             raise ValueError("style must be 'arrays' or 'records'")
         self.style = style
@@ -141,6 +167,14 @@ class FakeEndpoint:
         self.poison = poison
         self.score = score or default_score(style)
         self._host, self._port = host, port
+        self.error_rate = error_rate
+        self.error_statuses = error_statuses
+        self.error_retry_after = error_retry_after
+        self._rng = random.Random(seed)
+        self._refuse_until = 0.0  # time.monotonic(): connections refused / dropped until then
+        self._unavailable_until = 0.0  # ... then 503 until then
+        self._outage_at: tuple[int, float, float] | None = None
+        self._scoring_requests = 0
         self._faults: deque[list] = deque()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -154,7 +188,7 @@ class FakeEndpoint:
 
     @property
     def base_url(self) -> str:
-        return f"http://{self._host}:{self._server.server_address[1]}"
+        return f"http://{self._host}:{self._port}"
 
     @property
     def url(self) -> str:
@@ -169,6 +203,50 @@ class FakeEndpoint:
         with self._lock:
             for f in faults:
                 self._faults.append([f, f.count])
+
+    def outage(self, refuse_s: float, unavailable_s: float = 0.0) -> None:
+        """Go fully down now: refuse connections for ``refuse_s``, then answer 503 for ``unavailable_s``."""
+        now = time.monotonic()
+        with self._lock:
+            self._refuse_until = now + refuse_s
+            self._unavailable_until = now + refuse_s + unavailable_s
+        if refuse_s > 0:
+            threading.Thread(target=self._refuse_for, args=(refuse_s,), name="fake-aml-outage", daemon=True).start()
+
+    def outage_after(self, requests: int, refuse_s: float, unavailable_s: float = 0.0) -> None:
+        """Start ``outage(refuse_s, unavailable_s)`` when the ``requests``-th scoring request arrives."""
+        with self._lock:
+            self._outage_at = (requests, refuse_s, unavailable_s)
+
+    def _refuse_for(self, seconds: float) -> None:
+        server, thread = self._server, self._thread
+        if server is None:
+            return
+        port = server.server_address[1]
+        server.shutdown()  # the listening socket closes: new connections are refused
+        server.server_close()
+        if thread is not None:
+            thread.join(timeout=5)
+        if self._stopping.wait(seconds):
+            return
+        self._port = port  # the same port, as a restarted endpoint behind the same URL
+        self._serve()
+
+    def _state(self) -> str:
+        """"refuse", "unavailable" or "up" (and starts a planned outage)."""
+        start = None
+        with self._lock:
+            self._scoring_requests += 1
+            if self._outage_at is not None and self._scoring_requests >= self._outage_at[0]:
+                start, self._outage_at = self._outage_at, None
+        if start is not None:
+            self.outage(start[1], start[2])
+        now = time.monotonic()
+        if now < self._refuse_until:
+            return "refuse"
+        if now < self._unavailable_until:
+            return "unavailable"
+        return "up"
 
     def clear(self) -> None:
         with self._lock:
@@ -186,7 +264,8 @@ class FakeEndpoint:
             log = list(self.log)
         ok = [r for r in log if r.status == 200]
         span = (max(r.end for r in ok) - min(r.start for r in ok)) if ok else 0.0
-        return {"requests": len(log), "rows_scored": sum(r.rows for r in ok), "seconds": span,
+        return {"requests": len(log), "rows_sent": sum(r.rows for r in log),
+                "rows_scored": sum(r.rows for r in ok), "seconds": span,
                 "max_active": self.max_active,
                 "rows_per_s": (sum(r.rows for r in ok) / span) if span > 0 else 0.0}
 
@@ -201,17 +280,21 @@ class FakeEndpoint:
             return entry[0]
 
     def start(self) -> FakeEndpoint:
+        self._serve()
+        return self
+
+    def _serve(self) -> None:
         endpoint = self
 
         class Handler(_Handler):
             ep = endpoint
 
         self._server = ThreadingHTTPServer((self._host, self._port), Handler)
+        self._port = self._server.server_address[1]
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="fake-aml-endpoint", daemon=True)
         self._thread.start()
-        return self
 
     def stop(self) -> None:
         self._stopping.set()
@@ -291,6 +374,17 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path.split("?")[0] != "/score":
             self._send(404, {"message": f"no route {self.path}"})
             return
+        state = ep._state()
+        if state == "refuse":  # fully down: the connection dies without an answer
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return
+        if state == "unavailable":
+            self._send(503, {"message": "the endpoint is restarting"})
+            return
         start = time.monotonic()
         with ep._lock:
             ep.active += 1
@@ -334,6 +428,13 @@ class _Handler(BaseHTTPRequestHandler):
             return None, rows
         if ep.latency_s or ep.latency_per_row_s:
             ep._stopping.wait(ep.latency_s + ep.latency_per_row_s * len(rows))
+        if fault is None and ep.error_rate > 0:
+            with ep._lock:
+                hit = ep._rng.random() < ep.error_rate
+                status = ep._rng.choice(ep.error_statuses)
+            if hit:
+                headers = {"Retry-After": ep.error_retry_after} if status == 429 and ep.error_retry_after else {}
+                return (status, {"message": f"injected random {status}"}, headers), rows
         if fault is not None and fault.status is not None:
             headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
             body = fault.body if fault.body is not None else {"message": f"injected {fault.status}"}
@@ -348,8 +449,10 @@ class _Handler(BaseHTTPRequestHandler):
 class FakeEndpointProcess:
     """A FakeEndpoint in a child process (no GIL shared with the caller), e.g. for benchmarks."""
 
-    def __init__(self, style: str = "arrays", latency_s: float = 0.0, latency_per_row_s: float = 0.0):
+    def __init__(self, style: str = "arrays", latency_s: float = 0.0, latency_per_row_s: float = 0.0,
+                 poison_rate: float = 0.0):
         self.style, self.latency_s, self.latency_per_row_s = style, latency_s, latency_per_row_s
+        self.poison_rate = poison_rate
         self._proc = None
         self.port: int | None = None
 
@@ -386,7 +489,8 @@ class FakeEndpointProcess:
         self.port = free_port()
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "pipelines.serving.fake", "--port", str(self.port), "--style", self.style,
-             "--latency", str(self.latency_s), "--latency-per-row", str(self.latency_per_row_s)],
+             "--latency", str(self.latency_s), "--latency-per-row", str(self.latency_per_row_s),
+             "--poison-rate", str(self.poison_rate)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             preexec_fn=_die_with_parent if sys.platform == "linux" else None)
         deadline = time.monotonic() + 30
@@ -415,13 +519,15 @@ class FakeEndpointProcess:
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
-    parser = argparse.ArgumentParser(description="A fault-free fake Azure ML endpoint (for benchmarks).")
+    parser = argparse.ArgumentParser(description="A fake Azure ML endpoint (for benchmarks).")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--style", choices=("arrays", "records"), default="arrays")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds per request")
     parser.add_argument("--latency-per-row", type=float, default=0.0, help="seconds per row")
+    parser.add_argument("--poison-rate", type=float, default=0.0, help="fraction of rows answered with 400")
     args = parser.parse_args(argv)
-    ep = FakeEndpoint(args.style, latency_s=args.latency, latency_per_row_s=args.latency_per_row, port=args.port)
+    ep = FakeEndpoint(args.style, latency_s=args.latency, latency_per_row_s=args.latency_per_row, port=args.port,
+                      poison=poison_rate(args.poison_rate) if args.poison_rate > 0 else None)
     ep.start()
     try:
         ep._thread.join()

@@ -217,3 +217,57 @@ def test_an_echoed_query_key_is_redacted_from_stop_errors(fake_endpoint):
     with fn.make_client(timing=FakeClock().timing()) as c, pytest.raises(EndpointConfigError) as e:
         c.call(ROWS)
     assert e.value.status == 404 and "QUERYKEY" not in str(e.value) and "/missing" in str(e.value)
+
+
+def test_default_policy_has_no_attempt_cap_and_a_30_minute_deadline(fake_endpoint):
+    ep = fake_endpoint()
+    ep.plan(Fault(status=503, count=10_000))
+    clock = FakeClock()
+    with client_for(ep, clock) as c:  # every retry setting left at its default
+        res = c.call(ROWS)
+    assert res.action is Action.FAIL and res.reason == "endpoint_unavailable" and res.status == 503
+    # By hand: waits are min(10, 0.5 * 2**(n-1)) * 0.75 (jitter 0.5) = 0.375, 0.75, 1.5, 3, 6, then
+    # 7.5 s each; 11.625 + 238 * 7.5 = 1796.6 s <= 1800, one more would end at 1804.1 s > 1800.
+    assert clock.sleeps[:6] == [0.375, 0.75, 1.5, 3.0, 6.0, 7.5] and max(clock.sleeps) == 7.5
+    assert len(clock.sleeps) == 5 + 238 and len(ep.log) == 244
+    assert res.stats.retries == 243 and res.stats.wait_s == pytest.approx(1796.625)
+
+
+def test_a_negative_deadline_retries_forever_and_streaming_defaults_to_it():
+    forever = RetryPolicy(deadline_s=-1)
+    assert not forever.gives_up(10**6, 10.0**9)
+    assert RetryPolicy().gives_up(3, 1800.5) and not RetryPolicy().gives_up(10**6, 1799.0)
+    assert RetryPolicy(max_attempts=3).gives_up(3, 1.0)
+    config = AzureMLConfig(endpoint="http://h/score")
+    assert config.retry_policy().deadline_s == 1800 and config.retry_policy(streaming=True).deadline_s == -1
+    assert AzureMLConfig(endpoint="http://h/score", retry_deadline_s=60).retry_policy(streaming=True).deadline_s == 60
+
+
+def test_retry_deadline_and_attempts_are_checked():
+    from transforms.errors import FunctionConfigError
+
+    for bad in ({"retry_deadline_s": 0}, {"retry_deadline_s": -5}, {"max_attempts": -1}):
+        with pytest.raises(FunctionConfigError):
+            AzureMLConfig.from_dict("score", {"endpoint": "http://h/score", **bad})
+    cfg = AzureMLConfig.from_dict("score", {"endpoint": "http://h/score", "retry_deadline_s": -1, "max_attempts": 0})
+    assert cfg.retry_policy().deadline_s == -1 and cfg.retry_policy().max_attempts == 0
+
+
+def test_fast_bodies_are_the_json_the_standard_library_reads(fake_endpoint):
+    """orjson where it agrees with json; json decides NaN (refused), big ints and NaN responses."""
+    import datetime as dt
+    import json
+
+    ep = fake_endpoint()
+    with client_for(ep) as c:
+        tricky = [[1, 2.5, 1e16, -0.0, 2**70, "é\u2028😀", None, dt.datetime(2024, 1, 2, 3, 4, 5)]]
+        assert json.loads(c.encode(tricky)) == json.loads(json.dumps(
+            {"data": tricky}, default=lambda v: "2024-01-02T03:04:05.0000000Z"))
+        for bad in ([[float("nan")]], [[float("inf")]]):
+            with pytest.raises(ValueError):
+                c.encode(bad)
+        assert c.decode(b'[1.5, 123456789012345678901234567890, -9223372036854775809]') == [
+            1.5, 123456789012345678901234567890, -9223372036854775809]  # every digit, as json.loads
+        assert c.decode(b'[1.5, NaN, 123456789012345678901234567890]')[2] == 123456789012345678901234567890
+        with pytest.raises(ValueError, match="not JSON"):
+            c.decode(b"<html>")

@@ -9,20 +9,21 @@ before the step's final projection; every failure leaves on the FAILED side outp
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
 
-from transforms import types
+from transforms import progress, types
 from transforms.deadletter import FAILED, DeadLetter, RowError
 from transforms.errors import QueryError
 from transforms.functions.base import ROWS, AsaFunction, CallSite
 from transforms.functions.registry import FunctionRegistry
+from transforms.operators.accounting import Ledger, StepAccounts, count
 from transforms.query.expressions import (
     CompiledFunction,
     compile_args,
@@ -49,17 +50,32 @@ from transforms.query.plan import (
 
 
 class EvaluateDoFn(beam.DoFn):
-    """Applies a generated row function: a dict goes on, None means filtered, an error is dead-lettered."""
+    """Applies a generated row function: a dict goes on, None means filtered, an error is dead-lettered.
 
-    def __init__(self, step: str, fn: CompiledFunction):
+    Rows filtered (and, with ``out``, rows passed on) are counted per bundle into those counters.
+    """
+
+    def __init__(self, step: str, fn: CompiledFunction, filtered: str | None = None, out: str | None = None,
+                 rows_in: tuple[str, str] | None = None):
         self._step = step
         self._compiled = fn
-        self._filtered = beam.metrics.Metrics.counter("asa", f"step.{step}.filtered")
+        self._filtered = beam.metrics.Metrics.counter("asa", filtered or f"step.{step}.filtered")
+        self._out = beam.metrics.Metrics.counter("asa", out) if out else None
+        # (counter, live progress name) of the rows entering the step, when this DoFn is its first
+        self._in = (beam.metrics.Metrics.counter("asa", rows_in[0]), rows_in[1]) if rows_in else None
 
     def setup(self):
         self._fn = self._compiled.fn
 
+    def start_bundle(self):
+        self._n_filtered = self._n_out = self._n_in = self._reported = 0
+
     def process(self, row):
+        if self._in is not None:
+            self._n_in += 1
+            if self._n_in - self._reported >= progress.EVERY:
+                progress.add(self._in[1], self._n_in - self._reported)
+                self._reported = self._n_in
         try:
             out = self._fn(row)
         except RowError as e:
@@ -70,9 +86,20 @@ class EvaluateDoFn(beam.DoFn):
                 FAILED, DeadLetter(self._step, "evaluation_error", f"{type(e).__name__}: {e}", row))
             return
         if out is None:
-            self._filtered.inc()
+            self._n_filtered += 1
             return
+        self._n_out += 1
         yield out
+
+    def finish_bundle(self):
+        if self._n_filtered:
+            self._filtered.inc(self._n_filtered)
+        if self._n_out and self._out is not None:
+            self._out.inc(self._n_out)
+        if self._n_in and self._in is not None:
+            self._in[0].inc(self._n_in)
+            progress.add(self._in[1], self._n_in - self._reported)
+        self._n_filtered = self._n_out = self._n_in = self._reported = 0
 
 
 class SelectStepTransform(beam.PTransform):
@@ -86,26 +113,61 @@ class SelectStepTransform(beam.PTransform):
     """
 
     def __init__(self, step: SelectStep, functions: FunctionRegistry, reads_input: bool = False,
-                 ordering: EventOrdering | None = None):
+                 ordering: EventOrdering | None = None, ledger: Ledger | None = None,
+                 source_counts: Sequence[Sequence[str] | None] | None = None):
         super().__init__()
         self.step = step
         self.functions = functions
         self.reads_input = reads_input
         self.ordering = ordering or EventOrdering()
+        # Row accounting (transforms.operators.accounting): the counters of the rows entering the
+        # step, one list per source (main, then each JOIN's; None: count them here), and the
+        # ledger to write balances into.
+        self.ledger = ledger if ledger is not None else Ledger()
+        self.source_counts = source_counts
+        self._count_in: tuple[str, str] | None = None
 
     def expand(self, pcolls):
         step = self.step
         primary, others = (pcolls[0], pcolls[1:]) if isinstance(pcolls, tuple) else (pcolls, ())
         failed: list[Any] = []
+        given = self.source_counts or [None] * (1 + len(step.joins))
+        sources = [c if c is not None else [f"step.{step.name}.in"] for c in given[:1]]
+        sources += [c if c is not None else [f"step.{step.name}.in.{j.alias}"] for c, j in zip(
+            given[1:], step.joins, strict=True)]
+        if given[0] is None:
+            live = f"rows_read.{step.source}@{step.name}"
+            if step.timestamp_by is not None or self._evaluates_first():
+                # counted by the step's first DoFn (TIMESTAMP BY, or WHERE/SELECT): no extra DoFn
+                self._count_in = (sources[0][0], live)
+            else:
+                primary = count(primary, "Count in", sources[0][0], live)
+        others = tuple(
+            o if c is not None else count(o, f"Count in {j.alias}", s[0], f"rows_read.{j.source}@{step.name}")
+            for o, c, s, j in zip(others, given[1:], sources[1:], step.joins, strict=True))
+        acct = self._acct = StepAccounts(self.ledger, step.name, sources[0])
         rows = self._event_time(primary, step.timestamp_by, "Timestamp by", failed)
+        if step.timestamp_by is not None and _is_streaming(primary):
+            # Late events (streaming): adjusted ones go on, dropped ones are dead letters.
+            acct.record.details.append(("late events", acct.name("late_events")))
         if step.source_key is not None:
             rows = rows | "Sources" >> beam.Map(_wrap, step.source_key)
-        for join, other in zip(step.joins, others, strict=True):
-            rows = self._join(rows, join, other, failed)
-        for apply in step.applies:
-            out = rows | f"{apply.kind.capitalize()} apply {apply.alias}" >> beam.ParDo(
-                ApplyDoFn(step.name, apply, compile_args([apply.arg]))).with_outputs(FAILED, main=ROWS)
+        for i, (join, other) in enumerate(zip(step.joins, others, strict=True)):
+            rows = self._join(rows, join, other, failed, i + 1, sources[i + 1])
+        for i, apply in enumerate(step.applies):
+            label = f"{apply.kind.capitalize()} apply {apply.alias}"
+            names = ApplyCounts(*(acct.name(f"apply{i + 1}.{k}") for k in ApplyCounts._fields))
+            acct.cut(failed, names.rows_in, label)
+            out = rows | label >> beam.ParDo(
+                ApplyDoFn(step.name, apply, compile_args([apply.arg]), names)).with_outputs(FAILED, main=ROWS)
             failed.append(out[FAILED])
+            dead = acct.name(f"apply{i + 1}.dead")
+            acct.operator(failed, f"apply{i + 1}")
+            acct.ledger.balance(step.name, label, [names.rows_in], [
+                ("expanded", names.expanded), ("empty", names.empty), ("dead letters", dead)])
+            acct.record.details += [(f"{label}: rows expanded", names.expanded), (f"{label}: rows empty", names.empty),
+                                    (f"{label}: rows out", names.rows_out)]
+            acct.begin(names.rows_out, label)
             rows = out[ROWS]
         if step.uses_timestamp:
             rows = rows | "System.Timestamp()" >> beam.ParDo(_AttachTimestamp())
@@ -124,14 +186,17 @@ class SelectStepTransform(beam.PTransform):
             rows = self._aggregate(rows, failed)
             rows = self._call_stages(rows, phases["post"], failed)
             where = step.grouping.having
-        rows = self._evaluate(rows, "Select", compile_projection(step.columns, where), failed)
-        return {ROWS: rows, FAILED: _flatten(failed, rows.pipeline, "Failed")}
+        out = acct.name("out")
+        rows = self._evaluate(rows, "Select", compile_projection(step.columns, where), failed, out)
+        acct.finish(failed, out)
+        return {ROWS: rows, FAILED: _flatten(acct.count_failed(failed), rows.pipeline, "Failed")}
 
     def _event_time(self, rows, timestamp_by, label: str, failed: list):
         if timestamp_by is not None:
             kind = AssignTimestampLateDoFn if _is_streaming(rows) else AssignTimestampDoFn
+            count_in, self._count_in = self._count_in, None
             out = rows | label >> beam.ParDo(
-                kind(self.step.name, compile_value(timestamp_by), self.ordering)
+                kind(self.step.name, compile_value(timestamp_by), self.ordering, count_in)
             ).with_outputs(FAILED, main=ROWS)
             failed.append(out[FAILED])
             return out[ROWS]
@@ -140,27 +205,59 @@ class SelectStepTransform(beam.PTransform):
             return rows | f"{label} (arrival time)" >> beam.ParDo(_ArrivalTime())
         return rows
 
-    def _evaluate(self, rows, label: str, fn: CompiledFunction, failed: list):
-        out = rows | label >> beam.ParDo(EvaluateDoFn(self.step.name, fn)).with_outputs(FAILED, main=ROWS)
+    def _evaluates_first(self) -> bool:
+        """Whether the step's first per-row operation is its WHERE or SELECT ``EvaluateDoFn``."""
+        s = self.step
+        if (s.timestamp_by is not None or (self.reads_input and s.needs_event_time) or s.source_key is not None
+                or s.uses_timestamp or s.analytic or any(c.phase == "where" for c in s.calls)):
+            return False
+        later = any(c.phase in ("select", "group") for c in s.calls) or s.grouping is not None
+        return not later or s.where is not None
+
+    def _evaluate(self, rows, label: str, fn: CompiledFunction, failed: list, out: str | None = None):
+        filtered = self._acct.filtered(label)
+        count_in, self._count_in = self._count_in, None
+        out = rows | label >> beam.ParDo(EvaluateDoFn(self.step.name, fn, filtered, out, count_in)).with_outputs(
+            FAILED, main=ROWS)
         failed.append(out[FAILED])
         return out[ROWS]
 
-    def _join(self, rows, join: JoinDef, other, failed: list):
+    def _join(self, rows, join: JoinDef, other, failed: list, index: int, source: Sequence[str]):
         from transforms.operators.joins import IntervalJoin, ReferenceJoin, TimeBound
 
         label = f"{'Left join' if join.kind == 'left' else 'Join'} {join.alias}"
+        acct = self._acct
+        left_in, right_in, joined = (acct.name(f"join{index}.{k}") for k in ("left_in", "right_in", "out"))
+        acct.cut(failed, left_in, label)
+        rows = count(rows, f"{label}: count left", left_in)
         other = self._event_time(other, join.timestamp_by, f"{label}: timestamp by", failed)
+        other = count(other, f"{label}: count right", right_in)
+        acct.side(failed, source, right_in, f"{join.alias}")
         left_key = compile_args(join.left_keys)
         right_key = compile_args(join.right_keys)
         residual = _PairPredicate(compile_predicate_3vl(join.residual), join.key) if join.residual is not None else None
         if join.reference:
-            out = rows | label >> ReferenceJoin(other, left_key, right_key, join.kind, residual, self.step.name)
+            prefix = acct.name(f"join{index}")
+            out = rows | label >> ReferenceJoin(other, left_key, right_key, join.kind, residual, self.step.name,
+                                                counters=prefix)
+            # Each stream row matches reference rows, or none (LEFT keeps it, INNER drops it), or fails.
+            acct.ledger.balance(self.step.name, f"{label}: stream rows", [left_in], [
+                ("matched", f"{prefix}.matched"), ("unmatched", f"{prefix}.unmatched"),
+                ("dead letters", f"{prefix}.lookup_dead")])
+            acct.record.details += [(f"{label}: matched", f"{prefix}.matched"),
+                                    (f"{label}: unmatched" + (" (kept)" if join.kind == "left" else " (dropped)"),
+                                     f"{prefix}.unmatched")]
         else:
+            acct.record.details += [(f"{label}: rows in", left_in), (f"{label}: {join.alias} rows in", right_in)]
             unit, lo, hi = join.bound
             bound = TimeBound.between(unit, lo, hi)
             out = (rows, other) | label >> IntervalJoin(left_key, right_key, bound, join.kind, residual, self.step.name)
         failed.append(out[FAILED])
-        return out[ROWS] | f"{label}: merge" >> beam.Map(_merge_pair, join.key)
+        acct.operator(failed, f"join{index}")
+        acct.record.details.append((f"{label}: rows out", joined))
+        acct.begin(joined, label)
+        merged = out[ROWS] | f"{label}: merge" >> beam.Map(_merge_pair, join.key)
+        return count(merged, f"{label}: count out", joined)
 
     def _analytic(self, rows, failed: list):
         from transforms.operators.analytic import AGGREGATE_KINDS, AnalyticCall, AnalyticFunctions, CheckedValue
@@ -193,9 +290,16 @@ class SelectStepTransform(beam.PTransform):
 
         # Batch has no late data; allowed lateness would add late firings and cost combiner lifting.
         lateness = self.ordering.allowed_lateness_us if _is_streaming(rows) else 0
+        acct = self._acct
+        folded, groups = acct.name("group.in"), acct.name("group.out")
+        acct.cut(failed, folded, "Group by")
+        rows = count(rows, "Count folded", folded)
         out = rows | "Group by" >> GroupAndAggregate(self.step.name, self.step.grouping, lateness, self.functions)
         failed.append(out[FAILED])
-        return out[ROWS]
+        acct.operator(failed, "group")
+        acct.record.details += [("Group by: rows folded", folded), ("Group by: groups out", groups)]
+        acct.begin(groups, "Group by")
+        return count(out[ROWS], "Count groups", groups)
 
     def _call_stages(self, rows, calls: list[UdfCall], failed: list):
         for call in sorted(calls, key=lambda c: c.stage):
@@ -250,11 +354,29 @@ class AssignTimestampDoFn(beam.DoFn):
     """TIMESTAMP BY: the row's event time becomes its Beam timestamp; a NULL or bad time is a row error;
     late events are adjusted or dead-lettered per the EventOrdering policy."""
 
-    def __init__(self, step: str, fn: CompiledFunction, ordering: EventOrdering | None = None):
+    def __init__(self, step: str, fn: CompiledFunction, ordering: EventOrdering | None = None,
+                 rows_in: tuple[str, str] | None = None):
         self._step = step
         self._compiled = fn
         self._ordering = ordering or EventOrdering()
         self._late = beam.metrics.Metrics.counter("asa", f"step.{step}.late_events")
+        # (counter, live progress name) of the rows entering the step, when this DoFn is its first
+        self._in = (beam.metrics.Metrics.counter("asa", rows_in[0]), rows_in[1]) if rows_in else None
+
+    def start_bundle(self):
+        self._n_in = self._reported = 0
+
+    def finish_bundle(self):
+        if self._n_in and self._in is not None:
+            self._in[0].inc(self._n_in)
+            progress.add(self._in[1], self._n_in - self._reported)
+        self._n_in = self._reported = 0
+
+    def _count_in(self) -> None:
+        self._n_in += 1
+        if self._n_in - self._reported >= progress.EVERY:
+            progress.add(self._in[1], self._n_in - self._reported)
+            self._reported = self._n_in
 
     def setup(self):
         self._fn = self._compiled.fn
@@ -273,6 +395,8 @@ class AssignTimestampDoFn(beam.DoFn):
 
     def process(self, row):
         # Batch: bounded reads carry no arrival time, so no event can be late.
+        if self._in is not None:
+            self._count_in()
         try:
             _, event = self.event_time(row)
         except RowError as e:
@@ -285,6 +409,8 @@ class AssignTimestampLateDoFn(AssignTimestampDoFn):
     """TIMESTAMP BY in streaming: also applies the late-arrival policy against the arrival time."""
 
     def process(self, row, arrival=beam.DoFn.TimestampParam):
+        if self._in is not None:
+            self._count_in()
         try:
             when, event = self.event_time(row)
         except RowError as e:
@@ -320,16 +446,29 @@ class _AttachTimestamp(beam.DoFn):
 class ApplyDoFn(beam.DoFn):
     """CROSS/OUTER APPLY GetArrayElements(array) / GetRecordProperties(record): one row per element."""
 
-    def __init__(self, step: str, apply: ApplyDef, arg: CompiledFunction):
+    def __init__(self, step: str, apply: ApplyDef, arg: CompiledFunction, counts: ApplyCounts | None = None):
         self._step = step
         self._apply = apply
         self._compiled = arg
+        self._counters = ApplyCounts(*(beam.metrics.Metrics.counter("asa", n) for n in counts)) if counts else None
 
     def setup(self):
         self._fn = self._compiled.fn
 
+    def start_bundle(self):
+        self._n = [0, 0, 0, 0]  # ApplyCounts: rows in, expanded, empty, rows out
+
+    def finish_bundle(self):
+        if self._counters is not None:
+            for counter, n in zip(self._counters, self._n, strict=True):
+                if n:
+                    counter.inc(n)
+        self._n = [0, 0, 0, 0]
+
     def process(self, row):
         a = self._apply
+        n = self._n
+        n[0] += 1
         try:
             (value,) = self._fn(row)
             if value is None:
@@ -347,8 +486,22 @@ class ApplyDoFn(beam.DoFn):
             return
         if not items and a.kind == "outer":
             items = [None]
+        if not items:
+            n[2] += 1
+            return
+        n[1] += 1
+        n[3] += len(items)
         for item in items:
             yield {**row, a.key: item}
+
+
+class ApplyCounts(NamedTuple):
+    """The counters of an APPLY: rows read = rows expanded + rows with nothing to expand + dead letters."""
+
+    rows_in: Any
+    expanded: Any
+    empty: Any
+    rows_out: Any
 
 
 class _PairPredicate:
@@ -424,9 +577,11 @@ def _clean_dead_letter(d: DeadLetter) -> DeadLetter:
 
 
 class QueryOutputs(dict):
-    """The PCollections a query writes, by output name, plus ``.failed`` (DeadLetter records)."""
+    """The PCollections a query writes, by output name, plus ``.failed`` (DeadLetter records)
+    and ``.ledger``: the row-accounting counters and balances (``transforms.operators.accounting``)."""
 
     failed: Any = None
+    ledger: Ledger | None = None
 
 
 FunctionsLike = FunctionRegistry | Mapping[str, AsaFunction] | Iterable[AsaFunction] | None
@@ -470,23 +625,40 @@ class AsaQuery(beam.PTransform):
             missing = [n for n in plan.inputs if n.lower() not in sources]
             if missing:
                 raise QueryError(f"no PCollection given for input(s): {', '.join(missing)}")
+        # Row accounting: a step reading an input counts the rows entering it (and reports them
+        # live); a step reading a step starts from that step's rows out (a union's: its parts').
+        ledger = Ledger()
+        counted: dict[str, list[str] | None] = dict.fromkeys(sources)
         computed: dict[str, Any] = dict(sources)
         failed: list[Any] = []
         for step in plan.steps:
             if isinstance(step, SelectStep):
                 reads_input = step.source.lower() in sources
                 src = computed[step.source.lower()]
+                terms = [counted[step.source.lower()], *(counted[j.source.lower()] for j in step.joins)]
                 if step.joins:
                     src = (src, *(computed[j.source.lower()] for j in step.joins))
-                out = src | step.name >> SelectStepTransform(step, self.functions, reads_input, self.ordering)
+                transform = SelectStepTransform(step, self.functions, reads_input, self.ordering, ledger, terms)
+                out = src | step.name >> transform
+                record = ledger.steps[step.name]
+                entering = [record.ins, *(terms for _, terms in record.joined)]
+                for source, terms in zip(step.sources, entering, strict=True):
+                    if source.lower() in sources:
+                        name = next(n for n in plan.inputs if n.lower() == source.lower())
+                        ledger.inputs.setdefault(name, []).extend(terms)
                 failed.append(out[FAILED])
                 computed[step.name.lower()] = out[ROWS]
+                counted[step.name.lower()] = [f"step.{step.name}.out"]
             else:
                 parts = tuple(computed[p.lower()] for p in step.parts)
                 computed[step.name.lower()] = parts | step.name >> UnionStepTransform(step)
+                counted[step.name.lower()] = [c for p in step.parts for c in counted[p.lower()]]
+                ledger.add_step(step.name, ins=counted[step.name.lower()], out=counted[step.name.lower()])
         result = QueryOutputs()
+        result.ledger = ledger
         for name in plan.output_names():
             pcolls = [computed[o.step.lower()] for o in plan.outputs if o.output == name]
+            ledger.outputs[name] = [c for o in plan.outputs if o.output == name for c in counted[o.step.lower()]]
             result[name] = pcolls[0] if len(pcolls) == 1 else tuple(pcolls) | f"Into {name}" >> beam.Flatten()
         result.failed = _flatten(failed, pipeline, "All failed") | "Clean dead letters" >> beam.Map(
             _clean_dead_letter)

@@ -56,6 +56,7 @@ from typing import Any
 
 import apache_beam as beam
 from apache_beam.coders import PickleCoder, VarIntCoder
+from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec, TimerSpec, on_timer
@@ -523,16 +524,29 @@ class _KeyReference(beam.DoFn):
 
 
 class _LookupReference(beam.DoFn):
-    def __init__(self, key, kind: str, residual, step: str):
+    def __init__(self, key, kind: str, residual, step: str, counters: str | None = None):
         self._key = key
         self._outer = kind == LEFT
         self._residual = residual
         self._step = step
+        # Row accounting: stream rows matched / unmatched / dead-lettered, counted per bundle.
+        names = ("matched", "unmatched", "lookup_dead") if counters else ()
+        self._counters = [Metrics.counter("asa", f"{counters}.{n}") for n in names]
+
+    def start_bundle(self):
+        self._n = [0, 0, 0]
+
+    def finish_bundle(self):
+        for counter, n in zip(self._counters, self._n, strict=False):
+            if n:
+                counter.inc(n)
+        self._n = [0, 0, 0]
 
     def process(self, row, reference):
         try:
             key = as_key(self._key(row))
         except RowError as e:
+            self._n[2] += 1
             yield _dead(self._step, e, row)
             return
         bucket = bucket_key(key)
@@ -550,6 +564,7 @@ class _LookupReference(beam.DoFn):
                     continue
             hit = True
             yield row, ref_row
+        self._n[0 if hit else 1] += 1
         if self._outer and not hit:
             yield row, None
 
@@ -579,10 +594,12 @@ class ReferenceJoin(beam.PTransform):
         kind: str = INNER,
         residual: Callable[[dict, dict], bool | None] | None = None,
         step: str = "join",
+        counters: str | None = None,
     ):
         super().__init__()
         if kind not in (INNER, LEFT):
             raise ValueError(f"join kind must be 'inner' or 'left', not {kind!r}")
+        self._counters = counters  # prefix of the row-accounting counters (matched, unmatched, lookup_dead)
         self._reference = reference
         self._stream_key, self._ref_key = stream_key, ref_key
         self._kind = kind
@@ -599,7 +616,7 @@ class ReferenceJoin(beam.PTransform):
         # the first output bundle of the producer), so the view is fed through a plain Map.
         view = keyed[ROWS] | "reference view" >> beam.Map(_identity).with_output_types(tuple[bytes, Any])
         out = stream | "lookup" >> beam.ParDo(
-            _LookupReference(self._stream_key, self._kind, self._residual, self._step),
+            _LookupReference(self._stream_key, self._kind, self._residual, self._step, self._counters),
             reference=beam.pvalue.AsMultiMap(view),
         ).with_outputs(FAILED, main=ROWS)
         failed = (keyed[FAILED], out[FAILED]) | "failed" >> beam.Flatten()

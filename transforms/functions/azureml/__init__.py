@@ -12,8 +12,9 @@ Job file::
         parallel_requests: 1        # ASA "number of parallel requests per partition"
         request_timeout_s: 100      # per request (ASA's documented Azure ML timeout)
         max_buffering_s: 1.0        # streaming: a partial batch waits at most this long
-        max_attempts: 5             # transient failures: tries per batch ...
-        retry_deadline_s: 300       # ... and time from its first request
+        retry_deadline_s: 1800      # transient failures are retried this long per batch (-1: forever;
+                                    # default: 1800 in batch, forever in streaming)
+        max_attempts: 0             # optional cap on tries per batch (0: none)
 
 Python::
 
@@ -23,7 +24,7 @@ Python::
 
 The signature (request envelope, row shape and types, where results are) comes from the
 endpoint's swagger when the pipeline is built (``swagger.py``); the HTTP status policy lives in
-``client.py``; batching and bisection in ``scoring.py``.
+``client.py``; batching, overlap and poison-row isolation in ``scoring.py``.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ __all__ = [
 ]
 
 MAX_BATCH_SIZE = 10000  # ASA's limit for "max batch count"
+DEFAULT_RETRY_DEADLINE_S = 1800.0  # batch jobs: how long a batch waits for an endpoint to recover
 
 
 @dataclass(frozen=True)
@@ -91,11 +93,13 @@ class AzureMLConfig:
     request_timeout_s: float = 100.0
     connect_timeout_s: float = 10.0
     max_buffering_s: float = 1.0
-    max_attempts: int = 5
-    retry_deadline_s: float = 300.0
+    max_attempts: int = 0  # 0: no cap; the deadline decides
+    retry_deadline_s: float | None = None  # None: 1800 s in batch, forever (-1) in streaming
     backoff_base_s: float = 0.5
-    backoff_max_s: float = 30.0
-    batching: str = "auto"  # auto | stateful (GroupIntoBatches) | bundle (BatchElements)
+    backoff_max_s: float = 10.0
+    # auto: bundle-local batches in batch jobs, GroupIntoBatches in streaming; bundle: bundle-local
+    # batches through a GroupByKey (a synchronous scorer, no user state or timers)
+    batching: str = "auto"
     gil_switch_interval_ms: float = 0.2  # while requests are in flight (scoring.GilHandoff); 0 = off
     base_dir: str = "."
 
@@ -118,7 +122,7 @@ class AzureMLConfig:
             if f.name not in spec:
                 continue
             value = spec[f.name]
-            if f.type in ("int", "float"):
+            if f.type in ("int", "float", "float | None"):
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
                     raise FunctionConfigError(f"function '{alias}': '{f.name}' must be a number, got {value!r}")
                 if f.type == "int":
@@ -149,7 +153,10 @@ class AzureMLConfig:
             bad(f"'batch_size' (max batch count) must be between 1 and {MAX_BATCH_SIZE}, got {self.batch_size}")
         if not 1 <= self.parallel_requests <= 256:
             bad(f"'parallel_requests' must be between 1 and 256, got {self.parallel_requests}")
-        for name in ("request_timeout_s", "connect_timeout_s", "retry_deadline_s", "backoff_max_s"):
+        deadline = self.retry_deadline_s
+        if deadline is not None and not (deadline == -1 or (deadline > 0 and math.isfinite(deadline))):
+            bad(f"'retry_deadline_s' must be a positive number of seconds or -1 (forever), got {deadline!r}")
+        for name in ("request_timeout_s", "connect_timeout_s", "backoff_max_s"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
                 bad(f"'{name}' must be a positive number of seconds, got {value!r}")
@@ -159,8 +166,8 @@ class AzureMLConfig:
             bad("'backoff_base_s' must not be negative")
         if not 0 <= self.gil_switch_interval_ms <= 5:
             bad(f"'gil_switch_interval_ms' must be between 0 (off) and 5, got {self.gil_switch_interval_ms!r}")
-        if self.max_attempts < 1:
-            bad(f"'max_attempts' must be at least 1, got {self.max_attempts}")
+        if self.max_attempts < 0:
+            bad(f"'max_attempts' must be 0 (no cap) or more, got {self.max_attempts}")
         if self.batching not in ("auto", STATEFUL, BUNDLE):
             bad(f"'batching' must be auto, {STATEFUL} or {BUNDLE}, got {self.batching!r}")
         if self.key_env is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.key_env):
@@ -170,9 +177,13 @@ class AzureMLConfig:
     def swagger_source(self) -> str | dict:
         return self.swagger if self.swagger is not None else default_swagger_url(self.endpoint)
 
-    @property
-    def retry_policy(self) -> RetryPolicy:
-        return RetryPolicy(max_attempts=self.max_attempts, deadline_s=self.retry_deadline_s,
+    def retry_policy(self, streaming: bool = False) -> RetryPolicy:
+        """The retry policy; without ``retry_deadline_s``, 30 minutes in batch and forever in
+        streaming (there the job applies back-pressure: batches wait, nothing is dead-lettered)."""
+        deadline = self.retry_deadline_s
+        if deadline is None:
+            deadline = -1.0 if streaming else DEFAULT_RETRY_DEADLINE_S
+        return RetryPolicy(max_attempts=self.max_attempts, deadline_s=deadline,
                            backoff_base_s=self.backoff_base_s, backoff_max_s=self.backoff_max_s)
 
     def resolve_key(self) -> str | None:
@@ -241,12 +252,12 @@ class AzureMLFunction(AsaFunction):
             text += f": {self._signature.describe()}"
         return text
 
-    def make_client(self, timing: Timing | None = None) -> ScoringClient:
+    def make_client(self, timing: Timing | None = None, streaming: bool = False) -> ScoringClient:
         """A client for this endpoint (not opened). Reads the key now: call it where requests are made."""
         cfg = self.config
         return ScoringClient(self.alias, cfg.endpoint, self.signature, key=cfg.resolve_key(),
                              timeout_s=cfg.request_timeout_s, connect_timeout_s=cfg.connect_timeout_s,
-                             policy=cfg.retry_policy, pool_size=cfg.parallel_requests, timing=timing)
+                             policy=cfg.retry_policy(streaming), pool_size=cfg.parallel_requests, timing=timing)
 
     def call_transform(self, site: CallSite) -> ScoreRows:
         return ScoreRows(self, site)

@@ -8,13 +8,15 @@ What the endpoint did                              What happens
 2xx with one result per row where the swagger says  rows are scored
 2xx with the wrong count / shape / not JSON         the batch's rows are dead-lettered
                                                     (``endpoint_bad_response``), no retry
-connection error, timeout, 408, 429, 500, 502,      retried with exponential back-off and jitter
-503, 504                                            (``Retry-After`` honoured on any of them),
-                                                    at most ``max_attempts`` tries within
-                                                    ``deadline_s``; then the rows are dead-lettered
-                                                    (``endpoint_unavailable`` + last status)
-400, 413, 422                                       ``REJECTED``: the caller bisects the batch until
-                                                    the offending rows are alone; those are
+connection error, timeout, 408, 429, 500, 502,      retried with capped exponential back-off and
+503, 504                                            jitter (``Retry-After`` honoured on any of
+                                                    them) until ``deadline_s`` after the batch's
+                                                    first request (default 30 min; negative:
+                                                    forever), with no attempt cap unless
+                                                    ``max_attempts`` is set; then the rows are
+                                                    dead-lettered (``endpoint_unavailable``)
+400, 413, 422                                       ``SPLIT``: the caller isolates the rejected rows
+                                                    (``scoring.PoisonIsolation``); only those are
                                                     dead-lettered (``endpoint_rejected_row``)
 401, 403, 404                                       ``EndpointConfigError``: the job stops at once
 anything else (e.g. 405, 409, 501, 3xx)             not retried, not split: the batch's rows are
@@ -39,9 +41,16 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, urlsplit
 
+from transforms import progress
 from transforms.deadletter import json_default
 from transforms.errors import EndpointConfigError
 from transforms.functions.azureml.swagger import SwaggerSignature, _safe_url
+
+try:  # several times faster than json for request and response bodies; optional
+    import msgspec
+    import orjson
+except ImportError:  # pragma: no cover - both are in install_requires
+    msgspec = orjson = None
 
 _LOG = logging.getLogger(__name__)
 
@@ -84,15 +93,26 @@ class RetryPolicy:
 
     The n-th retry waits ``min(backoff_max_s, backoff_base_s * 2**(n-1))`` scaled by a jitter
     factor in [0.5, 1) ("equal jitter"), or the ``Retry-After`` the endpoint sent (capped at
-    ``retry_after_max_s``). A batch is given up when ``max_attempts`` requests failed or the next
-    wait would end after ``deadline_s`` from its first request.
+    ``retry_after_max_s``). A batch is given up when the next wait would end after ``deadline_s``
+    from its first request (negative: never, as ASA retries 503 until the endpoint recovers), or
+    when ``max_attempts`` requests failed (0: no cap, the default).
+
+    Defaults: a 30-minute deadline covers endpoint restarts, redeployments and scale-outs, which
+    take minutes; the 10 s cap on a single wait means a recovered endpoint is noticed within
+    10 s, while a down endpoint sees one request per batch in flight every 5-10 s.
     """
 
-    max_attempts: int = 5
-    deadline_s: float = 300.0
+    max_attempts: int = 0
+    deadline_s: float = 1800.0
     backoff_base_s: float = 0.5
-    backoff_max_s: float = 30.0
+    backoff_max_s: float = 10.0
     retry_after_max_s: float = 120.0
+
+    def gives_up(self, attempts: int, elapsed_after_wait: float) -> bool:
+        """Whether a batch that failed ``attempts`` times stops instead of waiting more."""
+        if self.max_attempts > 0 and attempts >= self.max_attempts:
+            return True
+        return self.deadline_s >= 0 and elapsed_after_wait > self.deadline_s
 
     def backoff(self, retry: int, jitter: float) -> float:
         """Seconds before retry number ``retry`` (1-based); ``jitter`` in [0, 1)."""
@@ -120,11 +140,12 @@ class CallStats(NamedTuple):
     failed_requests: int = 0
     retries: int = 0
     latencies_ms: tuple[float, ...] = ()
+    wait_s: float = 0.0  # time spent in back-off before retries
 
     def __add__(self, other: CallStats) -> CallStats:  # type: ignore[override]
         return CallStats(self.requests + other.requests, self.rows_sent + other.rows_sent,
                          self.failed_requests + other.failed_requests, self.retries + other.retries,
-                         self.latencies_ms + other.latencies_ms)
+                         self.latencies_ms + other.latencies_ms, self.wait_s + other.wait_s)
 
 
 class CallResult(NamedTuple):
@@ -210,23 +231,60 @@ class ScoringClient:
     # -- override points ----------------------------------------------------------------------
 
     def encode(self, payloads: Sequence[Any]) -> bytes:
-        """The request body for already-converted rows. ValueError/TypeError if a value is not JSON."""
-        body = self.signature.envelope(list(payloads))
+        """The request body for already-converted rows. ValueError/TypeError if a value is not JSON.
+
+        orjson when it can be trusted to agree with the standard library: it writes NaN and
+        Infinity as ``null`` and rejects integers beyond 64 bits, so a body containing ``null``
+        or one orjson refuses is encoded again by ``json`` (which raises on non-finite floats).
+        (Not msgspec: it writes datetimes in its own format instead of asking ``json_default``.)
+        """
+        body = self.signature.envelope(payloads if isinstance(payloads, list) else list(payloads))
+        if orjson is not None:
+            try:
+                data = orjson.dumps(body, default=json_default, option=_ORJSON_OPTIONS)
+            except (TypeError, ValueError):
+                data = None
+            if data is not None and b"null" not in data:
+                return data
         return json.dumps(body, default=json_default, separators=(",", ":"), allow_nan=False,
                           ensure_ascii=False).encode("utf-8")
 
     def decode(self, content: bytes) -> list:
-        """The per-row results of a 2xx response body; ValueError when they are not there."""
-        try:
-            body = json.loads(content)
-        except ValueError:
-            raise ValueError("the response is not JSON") from None
+        """The per-row results of a 2xx response body; ValueError when they are not there.
+
+        msgspec first (it keeps every digit of big integers, which orjson turns into floats);
+        ``json`` where msgspec refuses (``NaN``/``Infinity`` literals that Python endpoints
+        write), so both accept the same bodies and give the same values.
+        """
+        body: Any = _UNSET
+        if msgspec is not None:
+            try:
+                body = _MSGSPEC_DECODE(content)
+            except (msgspec.DecodeError, ValueError):
+                body = _UNSET
+        if body is _UNSET:
+            try:
+                body = json.loads(content)
+            except ValueError:
+                raise ValueError("the response is not JSON") from None
         return self.signature.results(body)
 
     # -- the call -----------------------------------------------------------------------------
 
     def call(self, payloads: Sequence[Any]) -> CallResult:
-        """Score one batch, retrying transient failures; raises EndpointConfigError on 401/403/404."""
+        """Score one batch, retrying transient failures; raises EndpointConfigError on 401/403/404.
+
+        Also counts requests in flight, sent and retried for the live progress line."""
+        progress.add("ml.in_flight", 1)
+        try:
+            result = self._call(payloads)
+        finally:
+            progress.add("ml.in_flight", -1)
+        progress.add("ml.requests", result.stats.requests)
+        progress.add("ml.retries", result.stats.retries)
+        return result
+
+    def _call(self, payloads: Sequence[Any]) -> CallResult:
         import requests
         import urllib3
 
@@ -237,6 +295,7 @@ class ScoringClient:
         n = len(payloads)
         start = timing.clock()
         requests_sent = failed = retries = 0
+        waited = 0.0
         latencies: list[float] = []
         status: int | None = None
         last_status: int | None = None
@@ -270,13 +329,13 @@ class ScoringClient:
                 except ValueError as e:
                     return CallResult(Action.FAIL, None, status, ENDPOINT_BAD_RESPONSE,
                                       self._redact(f"udf.{self.alias}: {e}"),
-                                      _stats(requests_sent, n, failed, retries, latencies))
+                                      _stats(requests_sent, n, failed, retries, latencies, waited))
                 if len(results) != n:
                     return CallResult(Action.FAIL, None, status, ENDPOINT_BAD_RESPONSE,
                                       f"udf.{self.alias}: the endpoint returned {len(results)} results "
-                                      f"for {n} rows", _stats(requests_sent, n, failed, retries, latencies))
+                                      f"for {n} rows", _stats(requests_sent, n, failed, retries, latencies, waited))
                 return CallResult(Action.OK, results, status, None, "",
-                                  _stats(requests_sent, n, failed, retries, latencies))
+                                  _stats(requests_sent, n, failed, retries, latencies, waited))
             failed += 1
             if status is not None:
                 message = self._endpoint_message(content)
@@ -284,23 +343,27 @@ class ScoringClient:
                 raise EndpointConfigError(self.alias, self._safe_url, status, message)
             if action is Action.SPLIT:
                 return CallResult(Action.SPLIT, None, status, ENDPOINT_REJECTED_ROW,
-                                  self._describe(status, message), _stats(requests_sent, n, failed, retries, latencies))
-            if action is Action.RETRY and requests_sent < policy.max_attempts:
+                                  self._describe(status, message),
+                                  _stats(requests_sent, n, failed, retries, latencies, waited))
+            if action is Action.RETRY:
                 retry_after = _retry_after(headers.get("Retry-After"), time.time())
                 if retry_after is not None:
                     delay = min(retry_after, policy.retry_after_max_s)
                 else:
                     delay = policy.backoff(requests_sent, timing.jitter())
-                if timing.clock() + delay - start <= policy.deadline_s:
+                if not policy.gives_up(requests_sent, timing.clock() + delay - start):
                     retries += 1
-                    _LOG.warning("udf.%s: %s from %s; retry %d in %.2f s", self.alias,
-                                 f"HTTP {status}" if status else message, self._safe_url, retries, delay)
+                    # the first retry and then every 10th: an outage of minutes must not flood the log
+                    if retries == 1 or retries % 10 == 0:
+                        _LOG.warning("udf.%s: %s from %s; retry %d in %.2f s", self.alias,
+                                     f"HTTP {status}" if status else message, self._safe_url, retries, delay)
                     timing.sleep(delay)
+                    waited += delay
                     continue
             why = "" if action is Action.FAIL else f" after {requests_sent} attempt(s)"
             return CallResult(Action.FAIL, None, last_status, ENDPOINT_UNAVAILABLE,
                               self._describe(status, message) + why,
-                              _stats(requests_sent, n, failed, retries, latencies))
+                              _stats(requests_sent, n, failed, retries, latencies, waited))
 
     # -- messages -----------------------------------------------------------------------------
 
@@ -343,8 +406,15 @@ def _secrets_of(url: str, key: str | None) -> tuple[str, ...]:
     return tuple(sorted(set(found), key=len, reverse=True))
 
 
-def _stats(requests_sent: int, rows: int, failed: int, retries: int, latencies: list[float]) -> CallStats:
-    return CallStats(requests_sent, requests_sent * rows, failed, retries, tuple(latencies))
+def _stats(requests_sent: int, rows: int, failed: int, retries: int, latencies: list[float],
+           waited: float = 0.0) -> CallStats:
+    return CallStats(requests_sent, requests_sent * rows, failed, retries, tuple(latencies), waited)
+
+
+_UNSET = object()
+_MSGSPEC_DECODE = msgspec.json.Decoder().decode if msgspec is not None else None
+_ORJSON_OPTIONS = (orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+                   | orjson.OPT_PASSTHROUGH_SUBCLASS) if orjson is not None else 0
 
 
 def _retry_after(value: str | None, now: float) -> float | None:

@@ -1,37 +1,39 @@
-"""The scoring path of ``udf.<alias>(x)``: prepare → batch → score (bisecting rejections).
+"""The scoring path of ``udf.<alias>(x)``: prepare → batch → score (isolating rejected rows).
 
 Shape of the pipeline segment (``ScoreRows``)::
 
-    rows ─ Prepare ─ (shard, chunk) ─ GroupIntoBatches ─ ScoreBatches ─┬─▶ "rows"   (each row once:
-                                                                        └─▶ "failed"  here or there)
+    bounded:    rows ─ Score (prepare, cut batches bundle-locally, score) ─┬─▶ "rows"   (each row once:
+    unbounded:  rows ─ Prepare ─ GroupIntoBatches ─ ScoreBatches ─────────┘─▶ "failed"  here or there)
 
-* **Prepare** (stateless, fused with whatever produced the rows) evaluates the CASE guard and
-  the argument and converts the argument to the request row the swagger declares, so rows
-  that are NULL or of the wrong type are never sent. It packs rows into chunks: the original
-  row, its request row (or a marker: guard false / failed) and its timestamp. A chunk crosses
-  into the batching step as *one* pickled ``bytes`` value keyed by a small int shard: stage
-  boundaries cost per element, not per byte (measured.md).
-* **GroupIntoBatches** keyed by shard (``parallel_requests`` shards). For bounded input, chunks
-  hold ``ceil(batch_size / chunks_per_batch)`` rows and ``chunks_per_batch`` of them make a
-  batch; a GroupByKey per shard cut into batches does this (Beam's GroupIntoBatches declares a
-  processing-time timer, which would push the DirectRunner off its fast runner, and a stateful
-  DoFn with an end-of-window flush lost rows of a second call site on the FnApiRunner). For
-  unbounded input (streaming), chunks are single rows and Beam's ``GroupIntoBatches(batch_size,
-  max_buffering_s)`` batches them, so partial batches leave on time — ASA's semantics exactly.
-* **ScoreBatches** owns one pooled HTTP session and a pool of ``parallel_requests`` threads. It
-  cuts what it is handed into requests of at most ``batch_size`` rows (ASA's "max batch count"
-  is never exceeded), keeps up to ``parallel_requests`` of them in flight, and emits every row
-  once, with its own timestamp and window: scored, passed through (guard false), or
-  dead-lettered. Guard-false and failed rows travel with the chunks so that the segment has no
-  Flatten: on the FnApiRunner a Flatten materializes its input (an extra stage boundary).
-* Runners without user state and timers (Beam's DaskRunner) get bundle-local batches instead,
-  and a warning in the log: Prepare numbers each bundle's rows and keys them by
-  ``(bundle, number // batch_size)``, a GroupByKey gathers each batch, ScoreBatches scores it
-  before returning, and two FlatMaps split its ``(tag, value)`` output. Beam's own
-  ``BatchElements`` and tagged outputs would be the obvious tools, but Beam 2.77's DaskRunner
-  drops everything a DoFn emits in ``finish_bundle`` (BatchElements' last batch of every
-  bundle) and mixes up the tagged outputs of a multi-output ParDo, so this path uses neither.
-  (That runner also computes only the branch that ends in the pipeline's last transform.)
+* **Prepare** evaluates the CASE guard and the argument and converts the argument to the
+  request row the swagger declares, so rows that are NULL or of the wrong type are never sent
+  (they leave at once: passed through, or dead-lettered).
+* **Bounded input** (batch jobs): one DoFn, fused with whatever produced the rows, cuts batches
+  of ``batch_size`` rows within each bundle, as Beam's ``BatchElements`` does, and sends each as
+  soon as it is full; a bundle's last, partial batch leaves in ``finish_bundle``. Rows of
+  different windows share a request (the endpoint does not care); every row keeps its own
+  timestamp and windows. Memory is flat: at most one buffer plus ``parallel_requests`` requests
+  of ``batch_size`` rows per DoFn instance, whatever the input's size. (The earlier GroupByKey
+  over the whole input held every row until the input ended; a stateful DoFn with an
+  end-of-window flush lost a second call site's rows on the FnApiRunner; this path has neither.)
+* **Unbounded input** (streaming): single-row chunks are keyed by one of ``parallel_requests``
+  shards and Beam's ``GroupIntoBatches(batch_size, max_buffering_s)`` batches them, so partial
+  batches leave on time — ASA's semantics exactly.
+* **Scoring** (``ScoreBatchesDoFn``, and ``ScoreRowsDoFn`` which adds the bundle-local batching)
+  owns one pooled HTTP session and a pool of ``parallel_requests`` threads. Up to
+  ``parallel_requests`` requests are in flight across batches (and the DoFn instance's bundles);
+  the pipeline's thread goes on preparing the next batch meanwhile, and only waits when all
+  slots are busy (back-pressure, e.g. while an endpoint is down and requests are retried).
+  Bodies are encoded and decoded in the pool threads (orjson). Results leave as requests
+  complete, each batch in its rows' order; ``finish_bundle`` waits for every request in flight.
+* **Rejected batches** (400/413/422) go to ``PoisonIsolation``: instead of bisecting, a failed
+  group is cut into the number of parts that minimizes the expected rows and requests sent,
+  given the rejection rate the job has seen so far; at a high rate, batches are sent in smaller
+  parts from the start. A row that was scored is never sent again, and a row is dead-lettered
+  only when the endpoint rejected it alone.
+* ``batching: bundle`` gives bundle-local batches through a GroupByKey keyed by
+  ``(bundle, number // batch_size)`` and a synchronous scorer. (Runners without user state, such
+  as Beam's DaskRunner, are refused by ``asa-beam run``: they lose rows; see ``pipelines.runners``.)
 * While requests are in flight the interpreter's GIL switch interval is lowered
   (``GilHandoff``): the HTTP threads then wait far less for the pipeline's thread.
 """
@@ -39,6 +41,7 @@ Shape of the pipeline segment (``ScoreRows``)::
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import math
 import pickle
@@ -68,9 +71,6 @@ _LOG = logging.getLogger(__name__)
 
 STATEFUL, BUNDLE, AUTO = "stateful", "bundle", "auto"
 
-# Runners known to lack user state and timers (GroupIntoBatches cannot run there).
-RUNNERS_WITHOUT_STATE = frozenset({"DaskRunner"})
-
 METRICS_NAMESPACE = "asa"
 
 
@@ -78,7 +78,7 @@ def metric_names(alias: str) -> dict[str, str]:
     """Beam metric names (namespace ``asa``) for a function, named after ASA's metrics."""
     return {k: f"{alias}.{k}" for k in
             ("function_requests", "function_events", "failed_function_requests", "retries",
-             "request_latency_ms")}
+             "retry_wait_ms", "request_latency_ms")}
 
 
 class _Failure(NamedTuple):
@@ -118,17 +118,9 @@ class _Pending(NamedTuple):
 
 
 def choose_batching(pipeline: beam.Pipeline | None, requested: str = AUTO, alias: str = "") -> str:
-    """STATEFUL (GroupIntoBatches) or BUNDLE (bundle-local batches) for this pipeline's runner."""
+    """STATEFUL (GroupIntoBatches) unless BUNDLE (bundle-local batches) is requested."""
     if requested in (STATEFUL, BUNDLE):
         return requested
-    runner = getattr(pipeline, "runner", None)
-    name = type(runner).__name__ if runner is not None else ""
-    if name in RUNNERS_WITHOUT_STATE:
-        _LOG.warning(
-            "udf.%s: the %s has no user state and timers; batching rows within bundles "
-            "(BatchElements-style, keyed by bundle and row number) instead of GroupIntoBatches. "
-            "Requests may hold fewer rows than batch_size.", alias, name)
-        return BUNDLE
     return STATEFUL
 
 
@@ -230,6 +222,123 @@ def _to_chunk(group: tuple) -> tuple[int, _Chunk]:
 
 
 # ---------------------------------------------------------------------------------------------
+# Isolating rejected rows
+
+
+REQUEST_COST_ROWS = 10.0  # what one more request costs, in rows sent (the endpoint's per-request overhead)
+
+
+class PoisonIsolation:
+    """Where to cut batches so that rejected ("poison") rows are found cheaply.
+
+    The endpoint rejects a whole request (400/413/422) when any of its rows is bad. Plain
+    bisection re-sends every row of a failing half at each level: about 7× the rows at a 2%
+    rejection rate. Here the expected cost of a plan is computed from the rejection rate the job
+    has seen (rows rejected alone / rows resolved, decaying so that it follows changes) and the
+    cheapest plan is used, with a cost of ``request_cost_rows`` rows per request:
+
+    * ``first_part(n)``: the size of the parts a batch of ``n`` rows is first sent in — ``n``
+      while nothing has been rejected; smaller when most full batches would fail anyway.
+    * ``split_part(n)``: the size of the parts a rejected group of ``n`` rows is cut into
+      (1: send the rows alone, when that is cheaper than another level of groups).
+
+    Rows of a part that succeeded are never sent again; a row is dead-lettered only when it was
+    rejected alone. Thread-safe (the pool threads share one instance).
+
+    >>> iso = PoisonIsolation()
+    >>> iso.first_part(1000), iso.split_part(1000) > 1
+    (1000, True)
+    >>> iso.observe(rows=1000, rejected=20)   # 2% of the rows were rejected
+    >>> iso.first_part(1000) < 100, iso.split_part(40) < 40
+    (True, True)
+    """
+
+    DECAY_ROWS = 100_000  # the rate follows the last ~100k resolved rows
+
+    def __init__(self, request_cost_rows: float = REQUEST_COST_ROWS):
+        self._cost = float(request_cost_rows)
+        self._lock = threading.Lock()
+        self._rows = 0.0
+        self._rejected = 0.0
+
+    def observe(self, rows: int, rejected: int) -> None:
+        """``rows`` were resolved (scored or rejected alone), ``rejected`` of them rejected."""
+        with self._lock:
+            self._rows += rows
+            self._rejected += rejected
+            if self._rows > 2 * self.DECAY_ROWS:
+                self._rows /= 2
+                self._rejected /= 2
+
+    @property
+    def rate(self) -> float:
+        with self._lock:
+            return self._rejected / self._rows if self._rows else 0.0
+
+    def first_part(self, n: int) -> int:
+        rate = self.rate
+        if rate <= 0 or n <= 1:
+            return n
+        return _first_part(n, _quantize(rate), self._cost)
+
+    def split_part(self, n: int) -> int:
+        if n <= 1:
+            return 1
+        # a group that was rejected holds at least one bad row: never assume a rate below 1/(4n)
+        return _split_plan(n, _quantize(max(self.rate, 0.25 / n)), self._cost)[1]
+
+
+def _quantize(p: float) -> float:
+    """Two significant digits: plans are cached per rate."""
+    return float(f"{min(max(p, 1e-7), 0.5):.2g}")
+
+
+def _fails(p: float, n: int) -> float:
+    """Probability that a group of ``n`` rows holds at least one bad row."""
+    return -math.expm1(n * math.log1p(-p))
+
+
+@functools.lru_cache(maxsize=16384)
+def _split_plan(n: int, p: float, cost: float) -> tuple[float, int]:
+    """(expected cost, part size) to resolve a group of ``n`` rows known to hold a bad row.
+
+    Cutting into k parts of m rows sends every part once (k × (cost + m)); a part fails with
+    probability P(m)/P(n) given the group failed, and is resolved recursively. m = 1 sends
+    the rows alone.
+    """
+    best = (n * (cost + 1.0), 1)
+    if n <= 2:
+        return best
+    fails_n = _fails(p, n)
+    for k in range(2, min(n - 1, 64) + 1):
+        m = -(-n // k)
+        if m <= 1:
+            break
+        parts = n / m
+        expected = parts * (cost + m) + parts * _fails(p, m) / fails_n * _split_plan(m, p, cost)[0]
+        if expected < best[0]:
+            best = (expected, m)
+    return best
+
+
+@functools.lru_cache(maxsize=4096)
+def _first_part(n: int, p: float, cost: float) -> int:
+    """The part size that minimizes the expected cost of sending ``n`` fresh rows."""
+    def unknown(m: int) -> float:
+        return cost + m + _fails(p, m) * _split_plan(m, p, cost)[0]
+
+    best, size = unknown(n), n
+    for k in range(2, 65):
+        m = -(-n // k)
+        expected = (n / m) * unknown(m)
+        if expected < best:
+            best, size = expected, m
+        if m == 1:
+            break
+    return size
+
+
+# ---------------------------------------------------------------------------------------------
 # Stage 2: scoring
 
 
@@ -277,10 +386,11 @@ class ScoreBatchesDoFn(beam.DoFn):
     """
 
     def __init__(self, function: AzureMLFunction, site: CallSite, timing: Timing | None = None,
-                 synchronous: bool = False):
+                 synchronous: bool = False, streaming: bool = False):
         self._function = function
         self._site = site
         self._timing = timing
+        self._streaming = streaming
         # synchronous: every output leaves from process() (runners that drop finish_bundle's
         # outputs), and all outputs are (tag, value) pairs on the main output (runners that
         # mix up tagged outputs); see the module docstring.
@@ -290,6 +400,7 @@ class ScoreBatchesDoFn(beam.DoFn):
         self._m_events = Metrics.counter(METRICS_NAMESPACE, names["function_events"])
         self._m_failed = Metrics.counter(METRICS_NAMESPACE, names["failed_function_requests"])
         self._m_retries = Metrics.counter(METRICS_NAMESPACE, names["retries"])
+        self._m_wait = Metrics.counter(METRICS_NAMESPACE, names["retry_wait_ms"])
         self._m_latency = Metrics.distribution(METRICS_NAMESPACE, names["request_latency_ms"])
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -298,13 +409,15 @@ class ScoreBatchesDoFn(beam.DoFn):
         cfg = self._function.config
         self._batch_size = cfg.batch_size
         self._parallel = cfg.parallel_requests
-        self._client: ScoringClient = self._function.make_client(timing=self._timing).open()
+        self._client: ScoringClient = self._function.make_client(
+            timing=self._timing, streaming=self._streaming).open()
         self._pool = ThreadPoolExecutor(max_workers=self._parallel,
                                         thread_name_prefix=f"udf.{self._function.alias}")
         self._inflight: collections.deque[_Pending] = collections.deque()
         self._handoff_s = cfg.gil_switch_interval_ms / 1000.0
         self._holds = 0  # GilHandoff holds taken by this instance (one per request in flight)
         self._fatal: EndpointConfigError | None = None
+        self._isolation = PoisonIsolation()
 
     def start_bundle(self):
         self._release_all()  # a failed bundle may have left requests behind
@@ -341,29 +454,34 @@ class ScoreBatchesDoFn(beam.DoFn):
                 payloads = [payloads[i] for i in keep]
                 if not isinstance(stamps, int):
                     stamps = [stamps[i] for i in keep]
-        ready: list[_Pending] = []
         size, n = self._batch_size, len(rows)
         for lo in range(0, n, size):
             hi = min(lo + size, n)
-            while len(self._inflight) >= self._parallel:
-                ready.append(self._inflight.popleft())
-                ready[-1].future.exception()  # wait for it
             part = payloads if hi - lo == n else payloads[lo:hi]
             ts = stamps if isinstance(stamps, int) else stamps[lo:hi]
-            self._hold()
-            self._inflight.append(_Pending(self._pool.submit(self.score, part),
-                                           rows if hi - lo == n else rows[lo:hi], ts, windows))
+            yield from self._submit(part, rows if hi - lo == n else rows[lo:hi], ts, windows)
         if self._synchronous:
-            ready.extend(self._inflight)
-            self._inflight.clear()
-        while self._inflight and self._inflight[0].future.done():
-            ready.append(self._inflight.popleft())
-        for pending in ready:
-            yield from self._emit(pending)
+            while self._inflight:
+                yield from self._emit(self._inflight.popleft())
+        else:
+            yield from self._emit_done()
 
     def finish_bundle(self):
         while self._inflight:
             yield from self._emit(self._inflight.popleft())
+
+    def _submit(self, payloads: list, rows: list, stamps: Any, windows: tuple | None):
+        """Send one request's rows; first emit the oldest requests while all slots are busy."""
+        while len(self._inflight) >= self._parallel:
+            yield from self._emit(self._inflight.popleft())  # waits for it: back-pressure
+        self._hold()
+        self._inflight.append(_Pending(self._pool.submit(self.score, payloads), rows, stamps, windows))
+
+    def _emit_done(self):
+        """Emit the requests at the head of the queue that have completed (batches stay in order)."""
+        inflight = self._inflight
+        while inflight and inflight[0].future.done():
+            yield from self._emit(inflight.popleft())
 
     def _output(self, row: dict, value: Any, ts: int, windows: tuple):
         if type(value) is _Failure:
@@ -374,6 +492,15 @@ class ScoreBatchesDoFn(beam.DoFn):
         out = dict(row)  # a new dict: the input row may be shared with other consumers
         out[self._site.column] = value
         return windowed_value.create((ROWS, out) if self._synchronous else out, ts, windows)
+
+    def _output_wv(self, row: dict, value: Any, wv: windowed_value.WindowedValue):
+        """Like ``_output``, keeping the input element's timestamp, windows and pane."""
+        if type(value) is _Failure:
+            dl = DeadLetter(self._site.step, value.reason, value.message, row=row, status=value.status)
+            return TaggedOutput(FAILED, wv.with_value(dl))
+        out = dict(row)
+        out[self._site.column] = value
+        return wv.with_value(out)
 
     def _hold(self) -> None:
         if self._handoff_s > 0:
@@ -402,8 +529,16 @@ class ScoreBatchesDoFn(beam.DoFn):
         column = self._site.column
         windows = pending.windows
         stamps = pending.timestamps
-        create = windowed_value.create
-        if isinstance(stamps, int) and not self._synchronous:  # the common case, kept lean
+        if windows is None:  # bundle-local batches: one input WindowedValue per row
+            for row, value, wv in zip(pending.rows, results, stamps, strict=True):
+                if type(value) is _Failure:
+                    yield self._output_wv(row, value, wv)
+                else:
+                    out = dict(row)
+                    out[column] = value
+                    yield wv.with_value(out)
+        elif isinstance(stamps, int) and not self._synchronous:  # the common case, kept lean
+            create = windowed_value.create
             for row, value in zip(pending.rows, results, strict=True):
                 if type(value) is _Failure:
                     yield self._output(row, value, stamps, windows)
@@ -431,19 +566,27 @@ class ScoreBatchesDoFn(beam.DoFn):
             self._m_failed.inc(stats.failed_requests)
         if stats.retries:
             self._m_retries.inc(stats.retries)
+        if stats.wait_s:
+            self._m_wait.inc(int(round(stats.wait_s * 1000)))
         for ms in stats.latencies_ms:
             self._m_latency.update(int(round(ms)))
 
-    # -- one request's rows (pool thread) --------------------------------------------------------
+    # -- one batch's rows (pool thread) ----------------------------------------------------------
 
     def score(self, payloads: list) -> tuple[list, CallStats]:
-        """Results for the rows, in order: a value, or a ``_Failure``. Bisects rejected batches."""
+        """Results for the rows, in order: a value, or a ``_Failure``.
+
+        The batch is sent in parts chosen by ``PoisonIsolation`` (the whole batch while nothing
+        is rejected); a rejected part is cut again until the rejected rows are alone.
+        """
         client = self._client
         alias = self._function.alias
+        isolation = self._isolation
         out: list = [None] * len(payloads)
         total = [CallStats()]
 
-        def run(idx: list[int]) -> None:
+        def run(idx: list[int]) -> bool:
+            """Send these rows; True when the endpoint rejected them (they were then isolated)."""
             part = payloads if len(idx) == len(payloads) else [payloads[i] for i in idx]
             try:
                 res = client.call(part)
@@ -459,26 +602,121 @@ class ScoreBatchesDoFn(beam.DoFn):
                         out[i] = _Failure(SCHEMA_MISMATCH, f"udf.{alias}: the input cannot be sent as JSON: {e}",
                                           None)
                 if good and len(good) < len(idx):
-                    run(good)
-                else:
-                    for i in good:
-                        out[i] = _Failure(SCHEMA_MISMATCH, f"udf.{alias}: the batch cannot be sent as JSON", None)
-                return
+                    return run(good)
+                for i in good:
+                    out[i] = _Failure(SCHEMA_MISMATCH, f"udf.{alias}: the batch cannot be sent as JSON", None)
+                return False
             total[0] = total[0] + res.stats
             if res.action is Action.OK:
                 for i, value in zip(idx, res.results, strict=True):
                     out[i] = value
-            elif res.action is Action.SPLIT and len(idx) > 1:
-                mid = len(idx) // 2
-                run(idx[:mid])
-                run(idx[mid:])
-            else:
-                failure = _Failure(res.reason, res.message, res.status)
-                for i in idx:
-                    out[i] = failure
+                isolation.observe(len(idx), 0)
+                return False
+            if res.action is Action.SPLIT and len(idx) > 1:
+                isolate(idx)
+                return True
+            if res.action is Action.SPLIT:
+                isolation.observe(1, 1)
+            failure = _Failure(res.reason, res.message, res.status)
+            for i in idx:
+                out[i] = failure
+            return res.action is Action.SPLIT
 
-        run(list(range(len(payloads))))
+        def isolate(idx: list[int]) -> None:
+            """Rows of a rejected request: send them in parts; cut the rejected parts again."""
+            m = isolation.split_part(len(idx))
+            parts = [idx[lo:lo + m] for lo in range(0, len(idx), m)]
+            rejected = False
+            for j, part in enumerate(parts):
+                if j == len(parts) - 1 and not rejected and len(part) > 1:
+                    # every other part was scored, so the rejected row is here: cut this part
+                    # at once instead of sending it whole (its rows are all still sent)
+                    isolate(part)
+                else:
+                    rejected = run(part) or rejected
+
+        every = list(range(len(payloads)))
+        m = isolation.first_part(len(every))
+        for lo in range(0, len(every), m):
+            run(every if m >= len(every) else every[lo:lo + m])
         return out, total[0]
+
+
+class ScoreRowsDoFn(ScoreBatchesDoFn):
+    """Bounded input: prepares each row, cuts batches within the bundle and scores them.
+
+    Rows are buffered until ``batch_size`` of them can be sent (a bundle's last batch may be
+    smaller); with ``parallel_requests`` requests in flight the next batch is prepared
+    meanwhile. Holds at most ``batch_size × (parallel_requests + 1)`` rows. Each output keeps
+    its input's timestamp, windows and pane.
+    """
+
+    def __init__(self, function: AzureMLFunction, site: CallSite, signature, timing: Timing | None = None):
+        super().__init__(function, site, timing)
+        self._prepare = PrepareRowsDoFn(function.alias, site, signature, None, 1, encode=False)
+
+    def setup(self):
+        super().setup()
+        self._prepare.setup()
+        self._prep = self._prepare.prepare
+        self._rows: list = []
+        self._payloads: list = []
+        self._wvs: list = []
+
+    def start_bundle(self):
+        super().start_bundle()
+        self._rows, self._payloads, self._wvs = [], [], []
+        self._deferred: list = []
+
+    # Not a generator: most rows only join the buffer, and returning None costs less than
+    # creating and draining a generator per row.
+    def process(self, row, wv=beam.DoFn.WindowedValueParam):
+        if self._fatal is not None:
+            raise self._fatal
+        if len(wv.windows) != 1:
+            # Beam repeats the windows of every WindowedValue yielded while an element of k
+            # windows is processed k times (it assumes they came from that element), so what
+            # leaves now would be duplicated: hold it until a single-window element or the
+            # bundle's end. (Rows of several windows reach a UDF only through the Python API:
+            # a query's windows are assigned at its GROUP BY.)
+            self._deferred.extend(self._process(row, wv) or ())
+            return None
+        if self._deferred:
+            deferred, self._deferred = self._deferred, []
+            deferred.extend(self._process(row, wv) or ())
+            return deferred
+        return self._process(row, wv)
+
+    def _process(self, row, wv):
+        """None, or the outputs that can leave now."""
+        payload = self._prep(row)
+        if payload is None or type(payload) is _Failure:  # not sent: leaves now
+            return (self._output_wv(row, payload, wv),)
+        rows = self._rows
+        rows.append(row)
+        self._payloads.append(payload)
+        self._wvs.append(wv)
+        if len(rows) >= self._batch_size:
+            return self._flush_full()
+        return None
+
+    def _flush_full(self):
+        yield from self._send_buffer()
+        yield from self._emit_done()
+
+    def finish_bundle(self):
+        if self._deferred:
+            deferred, self._deferred = self._deferred, []
+            yield from deferred
+        if self._rows:
+            yield from self._send_buffer()
+        while self._inflight:
+            yield from self._emit(self._inflight.popleft())
+
+    def _send_buffer(self):
+        rows, payloads, wvs = self._rows, self._payloads, self._wvs
+        self._rows, self._payloads, self._wvs = [], [], []
+        yield from self._submit(payloads, rows, wvs, None)
 
 
 def _merge(chunks) -> tuple[list, list, list | int, bool]:
@@ -524,12 +762,11 @@ class ScoreRows(beam.PTransform):
 
     ``function`` is an ``AzureMLFunction`` (or an ``AzureMLConfig``, named ``alias``); either a
     compiler ``CallSite`` or ``argument`` (row → the UDF's argument) plus ``column``.
-    ``chunks_per_batch`` tunes the bounded-input batching shape (see the module docstring).
     """
 
     def __init__(self, function, site: CallSite | None = None, *, argument: Callable[[dict], Any] | None = None,
                  column: str = "score", alias: str = "score", step: str | None = None,
-                 timing: Timing | None = None, chunks_per_batch: int = 4):
+                 timing: Timing | None = None):
         super().__init__()
         from transforms.functions.azureml import AzureMLConfig, AzureMLFunction
 
@@ -545,7 +782,6 @@ class ScoreRows(beam.PTransform):
         self._function = function
         self._site = site
         self._timing = timing
-        self._chunks_per_batch = max(1, chunks_per_batch)
 
     def expand(self, rows):
         fn, site = self._function, self._site
@@ -564,44 +800,26 @@ class ScoreRows(beam.PTransform):
             )
             return {ROWS: scored | "Rows" >> beam.FlatMap(_select, ROWS),
                     FAILED: scored | "Failed" >> beam.FlatMap(_select, FAILED)}
-        if _is_streaming(rows):
-            chunk_rows, per_batch, buffering = 1, cfg.batch_size, cfg.max_buffering_s
-        else:
-            chunk_rows = max(1, math.ceil(cfg.batch_size / self._chunks_per_batch))
-            per_batch, buffering = math.ceil(cfg.batch_size / chunk_rows), None
-        keyed = (
+        if not _is_streaming(rows):
+            # Bounded input: batches cut within bundles, next to the rows' producer (no shuffle).
+            scored = rows | "Score" >> beam.ParDo(ScoreRowsDoFn(fn, site, signature, self._timing)).with_outputs(
+                FAILED, main=ROWS)
+            return {ROWS: scored[ROWS], FAILED: scored[FAILED]}
+        # Unbounded input: single-row chunks; GroupIntoBatches lets partial batches leave on time.
+        batches = (
             rows
-            | "Prepare" >> beam.ParDo(PrepareRowsDoFn(fn.alias, site, signature, chunk_rows, shards, encode=True))
+            | "Prepare" >> beam.ParDo(PrepareRowsDoFn(fn.alias, site, signature, 1, shards, encode=True))
             | "Typed" >> beam.Map(_identity).with_output_types(tuple[int, bytes])
+            | "GroupIntoBatches" >> beam.GroupIntoBatches(cfg.batch_size,
+                                                          max_buffering_duration_secs=cfg.max_buffering_s)
         )
-        if buffering is None:
-            # Bounded input: all of a shard's chunks, cut into batches. No timers: a stateful
-            # DoFn with an end-of-window flush lost a second call site's rows on the FnApiRunner.
-            batches = (keyed
-                       | "GroupIntoBatches" >> beam.GroupByKey()
-                       | "Batches" >> beam.FlatMap(_cut_batches, per_batch))
-        else:
-            batches = keyed | "GroupIntoBatches" >> beam.GroupIntoBatches(
-                per_batch, max_buffering_duration_secs=buffering)
-        scored = batches | "Score" >> beam.ParDo(ScoreBatchesDoFn(fn, site, self._timing)).with_outputs(
-            FAILED, main=ROWS)
+        scored = batches | "Score" >> beam.ParDo(
+            ScoreBatchesDoFn(fn, site, self._timing, streaming=True)).with_outputs(FAILED, main=ROWS)
         return {ROWS: scored[ROWS], FAILED: scored[FAILED]}
 
 
 def _identity(x):
     return x
-
-
-def _cut_batches(element: tuple, per_batch: int):
-    key, chunks = element
-    batch: list = []
-    for chunk in chunks:
-        batch.append(chunk)
-        if len(batch) >= per_batch:
-            yield key, batch
-            batch = []
-    if batch:
-        yield key, batch
 
 
 def _select(pair: tuple, tag: str):
