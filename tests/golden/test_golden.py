@@ -15,7 +15,8 @@ timestamp, the run start time" (input-validation page).
 A page that shows an output's values without column names (an un-aliased expression) sets
 ``positional: true``: rows are then compared by their values in SELECT order.
 
-Every case must also run without dead letters: ASA shows these outputs for runs without errors.
+Every case must also run without dead letters (ASA shows these outputs for runs without errors),
+and every step's rows must add up (the row accounting of ``transforms.operators.accounting``).
 Cases that fail for a known reason are marked ``xfail`` (the ``xfail`` key of the case) and listed
 in the README's "Golden corpus" section.
 """
@@ -33,6 +34,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 
 from transforms import AsaQuery, JavaScriptFunction
+from transforms.operators.accounting import counters_of
 from transforms.testing import asa_equal_to
 
 CASES_DIR = Path(__file__).parent / "cases"
@@ -92,24 +94,30 @@ def test_golden_case(path):
     reference = case.get("reference") or {}
     query = AsaQuery(case["query"], functions=_functions(case), reference_inputs=list(reference))
     ignore = case.get("ignore_fields") or ()
-    with TestPipeline() as p:
-        sources = {}
-        for name, rows in {**case["inputs"], **reference}.items():
-            rows = rows or []
-            pairs = list(zip(rows, _arrivals(case, name, len(rows)), strict=True))
-            sources[name] = (p | f"Input {name}" >> beam.Create(pairs)
-                             | f"Arrival {name}" >> beam.MapTuple(TimestampedValue))
-        out = sources | query
-        written = {k.lower(): v for k, v in out.items()}
-        assert {k.lower() for k in case["outputs"]} == written.keys(), "the query writes other outputs"
-        for name, rows in case["outputs"].items():
-            actual = written[name.lower()]
-            if case.get("positional"):
-                actual = actual | f"Positional {name}" >> beam.Map(_positional)
-                rows = [_positional(r) for r in rows or []]
-            assert_that(actual, asa_equal_to(rows or [], ignore), label=f"Output {name}")
-        assert_that(out.failed | beam.Map(lambda d: f"{d.step}: {d.reason}: {d.message}"),
-                    equal_to([]), label="No dead letters")
+    p = TestPipeline()
+    sources = {}
+    for name, rows in {**case["inputs"], **reference}.items():
+        rows = rows or []
+        pairs = list(zip(rows, _arrivals(case, name, len(rows)), strict=True))
+        sources[name] = (p | f"Input {name}" >> beam.Create(pairs)
+                         | f"Arrival {name}" >> beam.MapTuple(TimestampedValue))
+    out = sources | query
+    written = {k.lower(): v for k, v in out.items()}
+    assert {k.lower() for k in case["outputs"]} == written.keys(), "the query writes other outputs"
+    for name, rows in case["outputs"].items():
+        actual = written[name.lower()]
+        if case.get("positional"):
+            actual = actual | f"Positional {name}" >> beam.Map(_positional)
+            rows = [_positional(r) for r in rows or []]
+        assert_that(actual, asa_equal_to(rows or [], ignore), label=f"Output {name}")
+    assert_that(out.failed | beam.Map(lambda d: f"{d.step}: {d.reason}: {d.message}"),
+                equal_to([]), label="No dead letters")
+    result = p.run()
+    result.wait_until_finish()
+    # Every step's rows add up (issue 12): none lost without a trace.
+    counters = counters_of(result)
+    assert counters or not any(case["inputs"].values()), "the runner gave no row counts"
+    assert [b.message() for b in out.ledger.check(counters)] == []
 
 
 def test_every_exception_is_listed_in_the_readme():
