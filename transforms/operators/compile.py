@@ -114,13 +114,12 @@ class SelectStepTransform(beam.PTransform):
         out["rows"], out["failed"]
     """
 
-    def __init__(self, step: SelectStep, functions: FunctionRegistry, reads_input: bool = False,
+    def __init__(self, step: SelectStep, functions: FunctionRegistry,
                  ordering: EventOrdering | None = None, ledger: Ledger | None = None,
                  source_counts: Sequence[Sequence[str] | None] | None = None):
         super().__init__()
         self.step = step
         self.functions = functions
-        self.reads_input = reads_input  # kept for callers: AsaQuery now gives input rows their arrival time
         self.ordering = ordering or EventOrdering()
         # Row accounting (transforms.operators.accounting): the counters of the rows entering the
         # step, one list per source (main, then each JOIN's; None: count them here), and the
@@ -718,12 +717,11 @@ class AsaQuery(beam.PTransform):
         computed: dict[str, Any] = dict(sources)
         for step in plan.steps:
             if isinstance(step, SelectStep):
-                reads_input = step.source.lower() in sources
                 src = computed[step.source.lower()]
                 terms = [counted[step.source.lower()], *(counted[j.source.lower()] for j in step.joins)]
                 if step.joins:
                     src = (src, *(computed[j.source.lower()] for j in step.joins))
-                transform = SelectStepTransform(step, self.functions, reads_input, self.ordering, ledger, terms)
+                transform = SelectStepTransform(step, self.functions, self.ordering, ledger, terms)
                 out = src | step.name >> transform
                 record = ledger.steps[step.name]
                 entering = [record.ins, *(terms for _, terms in record.joined)]
