@@ -125,9 +125,14 @@ def to_float(value: Any) -> float:
         return float(value)
     if isinstance(value, str):
         try:
-            return float(value.strip())
+            result = float(value.strip())
         except ValueError:
             raise _fail(value, FLOAT) from None
+        # Text must be a finite number: 'NaN', 'Infinity' and '1e999' do not convert
+        # (ASA's input-validation page: TRY_CAST('NaN' AS float) is NULL).
+        if math.isnan(result) or math.isinf(result):
+            raise _fail(value, FLOAT, "not a finite number")
+        return result
     raise _fail(value, FLOAT)
 
 

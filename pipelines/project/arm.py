@@ -42,7 +42,6 @@ from pipelines.project.model import (
     blob_location,
     data_format,
     delimiter_of,
-    strip_create_table,
 )
 from pipelines.project.vscode import apply_settings, compression_note
 
@@ -131,7 +130,7 @@ def read_arm(path: Path, parameters: Path | None = None) -> Project:
     if not isinstance(query, str) or not query.strip():
         raise ProjectError(f"{path}: the job has no transformation query")
     notes: list[str] = []
-    query = strip_create_table(query.replace("\r\n", "\n"), notes)
+    query = query.replace("\r\n", "\n")  # CREATE TABLE stays: asa-beam applies it
     project = Project(path, "arm", query, None, f"{path} (transformation query)",
                       event_ordering=dict(ARM_ORDERING), notes=notes)
     o = project.event_ordering

@@ -199,18 +199,6 @@ def delimiter_of(value: Any) -> str | None:
     return DELIMITERS.get(text.strip().lower(), text)
 
 
-def strip_create_table(query: str, notes: list[str]) -> str:
-    """Exported queries may open with ``CREATE TABLE T(...);`` (a schema for CSV reference data):
-    asa-beam reads CSV values as text as ASA does without it, so the statement is left out."""
-    pattern = re.compile(r"^\s*CREATE\s+TABLE\s+[\[\]\w.]+\s*\((?:[^()]|\([^()]*\))*\)\s*;?", re.I | re.M)
-    names = [m.group(0).split("(")[0].split()[-1] for m in pattern.finditer(query)]
-    if not names:
-        return query
-    notes.append(f"CREATE TABLE {', '.join(names)} ignored: CSV values are read as text (cast them in the query)")
-    # Keep the line count so that error positions still point into the file.
-    return pattern.sub(lambda m: "\n" * m.group(0).count("\n"), query)
-
-
 def query_names(query: str) -> tuple[list[str], list[str]]:
     """(inputs read, outputs written) by the query, in order (``INTO`` absent → ``output``);
     ([], []) when it does not parse (``check`` then reports the error with its line and column)."""

@@ -39,7 +39,6 @@ from pipelines.project.model import (
     data_format,
     delimiter_of,
     is_blob_kind,
-    strip_create_table,
 )
 
 PROJECT_FILE = "asaproj.json"
@@ -86,7 +85,7 @@ def build_project(project_file: Path, kind: str, start: str | None, entries: lis
     notes: list[str] = []
     query_file = _query_file(start, base, project_file, notes)
     text = read_text(query_file)
-    query = strip_create_table(text, notes)
+    query = text  # CREATE TABLE stays: asa-beam applies it
     project = Project(project_file, kind, query, query_file if query == text else None, str(query_file),
                       event_ordering=dict(VSCODE_ORDERING), notes=notes)
     if not entries:

@@ -190,3 +190,25 @@ def test_explain_lists_the_transforms_of_time_steps(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "Cross apply a: ParDo(ApplyDoFn)" in text
     assert "Timestamp by: ParDo(AssignTimestampDoFn) -> Group by: GroupAndAggregate(WindowedAggregate tumbling" in text
+
+
+def test_create_table_types_csv_values_and_dead_letters_what_does_not_convert(tmp_path, capsys):
+    # CSV values arrive as text; CREATE TABLE declares their types (learn.microsoft.com/en-us/
+    # stream-analytics-query/create-table-stream-analytics); a row that does not convert is dropped
+    # by ASA and dead-lettered here, and counted in the summary.
+    (tmp_path / "in.csv").write_text("id,name,score\n1,a,1.5\n2,b,oops\n3,c,4\n")
+    q = "CREATE TABLE src (id bigint, score float);\nSELECT id, name, score INTO result FROM src"
+    j = job(tmp_path, q, {"src": "in.csv"}, {"result": ("out/r", "json")})
+    assert main(["run", str(j)]) == 0
+    summary = capsys.readouterr().out
+    assert sorted(read_output(tmp_path / "out" / "r", "json"), key=lambda r: r["id"]) == [
+        {"id": 1, "name": "a", "score": 1.5}, {"id": 3, "name": "c", "score": 4.0}]
+    (dead,) = read_output(tmp_path / "out" / "dead_letter", "json")
+    assert (dead["step"], dead["reason"], dead["row"]["id"]) == ("CREATE TABLE src", "schema_mismatch", "2")
+    assert "column 'score' is declared float" in dead["message"]
+    assert "schema_mismatch: 1" in summary
+    assert "CREATE TABLE src: 3 -> 2; dead-lettered 1" in summary  # its own row accounting
+    bad = job(tmp_path, "CREATE TABLE src (id bigint, score decimal);\nSELECT id INTO result FROM src",
+              {"src": "in.csv"}, {"result": ("out/r2", "json")})
+    assert main(["check", str(bad)]) == 2
+    assert "line 1, column 36: unknown ASA type 'decimal'" in capsys.readouterr().err

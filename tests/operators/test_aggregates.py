@@ -333,11 +333,13 @@ def test_input_checker():
     assert check((None, True, 1, 1, ((None,), row), None)) == (None, 1, 1, 1.0, ((None,), row), None)
     for bad in [(None, "abc", 1, 1, ((1,), row), 1), (None, {"x": 1}, 1, 1, ((1,), row), 1),
                 (None, 1, True, 1, ((1,), row), 1), (None, 1, 1, "n/a", ((1,), row), 1),
-                (None, 1, 1, 1, (("text",), row), 1), (None, 1, 1, 1, ((1,), row), "7")]:
+                (None, 1, 1, 1, (({"a": 1},), row), 1), (None, 1, 1, 1, ((1,), row), "7")]:
         with pytest.raises(RowError) as e:
             check(bad)
         assert e.value.reason == "aggregate_type_error"
     assert make_input_checker([AggregateSpec("COUNT")])((object(),))  # nothing to check
+    # Text is orderable (ASA orders strings: TopOne() OVER (ORDER BY Time DESC) on ISO text).
+    assert check((None, 1, 1, 1, (("text",), row), 1))[4] == (("text",), row)
 
 
 def test_timestamp_slots():

@@ -91,3 +91,26 @@ def test_compiled_function_pickles_as_source():
     f = projection("SELECT a * 2 AS d FROM input WHERE t LIKE 'x%'")
     g = pickle.loads(pickle.dumps(f))
     assert g({"a": 4, "t": "xx"}) == {"d": 8} and g.source == f.source
+
+
+def test_long_case_and_or_chains_compile_flat_and_evaluate():
+    # Before: each WHEN and each OR nested parentheses in the generated code (Python allows 200).
+    whens = " ".join(f"WHEN a = {k} THEN 'w{k}'" for k in range(300))
+    assert ev(f"CASE {whens} ELSE 'none' END", {"a": 299}) == "w299"
+    assert ev(f"CASE {whens} ELSE 'none' END", {"a": 300}) == "none"
+    simple = " ".join(f"WHEN {k} THEN {k * 10}" for k in range(300))
+    assert ev(f"CASE a {simple} END", {"a": 7}) == 70
+    ors = " OR ".join(f"a = {k}" for k in range(1000))
+    assert ev(ors, {"a": 999}) is True and ev(ors, {"a": -1}) is False and ev(ors, {"a": None}) is None
+    ands = " AND ".join(f"a <> {k}" for k in range(1000))
+    assert ev(ands, {"a": 5}) is False and ev(ands, {"a": -1}) is True
+
+
+def test_record_star_merges_fields_and_rejects_non_records():
+    step = lower(parse("SELECT a, rec.*, a AS X FROM input")).steps[0]
+    fn = compile_projection(step.columns, step.where)
+    assert fn({"a": 1, "rec": {"X": 2, "a": 3, "y": 4}}) == {"a": 1, "X": 2, "y": 4}  # left columns win
+    assert fn({"a": 1, "rec": None}) == {"a": 1, "X": 1}
+    with pytest.raises(RowError) as err:
+        fn({"a": 1, "rec": 5})
+    assert err.value.reason == "type_error"

@@ -24,8 +24,9 @@ Semantics (ASA aggregate function reference pages; "unverified" marks choices th
   order (ASA does not guarantee an order). NULL values are skipped (the general rule).
 * ``CollectTop(n [, expr]) OVER (ORDER BY c1 [ASC|DESC], ...)``: an array of at most ``n``
   records ``{"rank": bigint, "value": expr or the whole row}``, best first. NULL sorts as the
-  smallest value. Ranks are positions 1..n; ties are broken by event time (earlier first) and
-  then by the value's canonical JSON, so results are deterministic (ASA does not document ties).
+  smallest value; text sorts by ordinal (code point) comparison, after all numbers. Ranks
+  are positions 1..n; ties are broken by event time (earlier first) and then by the value's
+  canonical JSON, so results are deterministic (ASA does not document ties).
 * ``TopOne() OVER (ORDER BY ...)``: the whole row ranked first (same ordering as CollectTop).
 * ``Percentile_Cont(p) OVER (ORDER BY x [ASC|DESC])``: float, linear interpolation at row
   number ``1 + p*(N-1)`` (T-SQL formula; the docs' example 0.988 is reproduced).
@@ -48,7 +49,7 @@ custom (``spec.impl``, JS UDA)     whatever that accumulator expects
 
 ``make_input_checker(specs)`` returns a function the compiler should call on every argument
 tuple before aggregation, in a step that dead-letters RowErrors: it rejects values an aggregate
-cannot take (SUM of a record, ORDER BY a string in CollectTop, ...) and converts numeric strings
+cannot take (SUM of a record, ORDER BY a record in CollectTop, ...) and converts numeric strings
 where ASA converts them (CSV inputs arrive as text). The accumulators assume checked input.
 
 The accumulator interface (what a JS UDA plugs in as ``AggregateSpec(..., impl=obj)``)::
@@ -79,6 +80,7 @@ from __future__ import annotations
 import abc
 import bisect
 import datetime as _dt
+import functools
 import json
 import math
 from collections.abc import Callable, Iterable, Sequence
@@ -490,13 +492,39 @@ class Collect(Accumulator):
         return [v for v, _ in acc]
 
 
+@functools.total_ordering
+class _Descending:
+    """A text ORDER BY value sorted in reverse (numbers are simply negated)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def __eq__(self, other):
+        return isinstance(other, _Descending) and self.text == other.text
+
+    def __lt__(self, other):
+        return self.text > other.text
+
+    def __hash__(self):
+        return hash(self.text)
+
+    def __reduce__(self):
+        return _Descending, (self.text,)
+
+
 def _order_part(v: Any, desc: bool) -> tuple:
-    """Sort key of one ORDER BY value; NULL is the smallest value."""
+    """Sort key of one ORDER BY value; NULL is the smallest value. Numbers and datetimes sort by
+    value, text by ordinal (code point) comparison as ASA orders strings, and all numbers before
+    all text (a column mixing them has no documented order; this one is total)."""
     if v is None:
         return (1,) if desc else (0,)
+    if isinstance(v, str):
+        return (0, -1, _Descending(v)) if desc else (1, 1, v)
     if isinstance(v, _dt.datetime):
         v = _dt_us(v)
-    return (0, -v) if desc else (1, v)
+    return (0, 0, -v) if desc else (1, 0, v)
 
 
 class CollectTop(Accumulator):
@@ -864,10 +892,10 @@ def _kind(v: Any) -> str:
 
 
 def _orderable(name: str, v: Any) -> Any:
-    if v is None or isinstance(v, _dt.datetime) or (isinstance(v, (int, float)) and not isinstance(v, bool)):
+    if v is None or isinstance(v, (str, _dt.datetime)) or (isinstance(v, (int, float)) and not isinstance(v, bool)):
         return v
     raise RowError("aggregate_type_error",
-                   f"{name} can only ORDER BY bigint, float or datetime, got {_kind(v)} {v!r:.60}")
+                   f"{name} can only ORDER BY bigint, float, datetime or nvarchar(max), got {_kind(v)} {v!r:.60}")
 
 
 def _check_one(spec: AggregateSpec) -> Callable[[Any], Any] | None:

@@ -70,6 +70,7 @@ from apache_beam.transforms.window import GlobalWindows, TimestampedValue
 
 from transforms.deadletter import FAILED, RowError, json_default
 from transforms.operators.joins import _is_streaming, as_key, ts_us, us_to_ts
+from transforms.operators.timers import own_timers
 from transforms.query.plan import AGGREGATE_KINDS
 
 ROWS = "rows"
@@ -417,7 +418,7 @@ class AnalyticFunctions(beam.PTransform):
                 FAILED, _Prepare.MERGE, main=ROWS
             )
         )
-        evaluated = prepared[ROWS] | "evaluate" >> beam.ParDo(_AnalyticFn(specs, merge, streaming))
+        evaluated = prepared[ROWS] | "evaluate" >> beam.ParDo(own_timers(_AnalyticFn)(specs, merge, streaming))
         if merge:
             evaluated = (
                 (prepared[_Prepare.MERGE], evaluated)

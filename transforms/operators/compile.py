@@ -23,7 +23,7 @@ from transforms.deadletter import FAILED, DeadLetter, RowError
 from transforms.errors import QueryError
 from transforms.functions.base import ROWS, AsaFunction, CallSite
 from transforms.functions.registry import FunctionRegistry
-from transforms.operators.accounting import Ledger, StepAccounts, count
+from transforms.operators.accounting import CountDeadLetters, Ledger, StepAccounts, count
 from transforms.query.expressions import (
     CompiledFunction,
     compile_args,
@@ -39,6 +39,7 @@ from transforms.query.plan import (
     SOURCE_PREFIX,
     TS_COLUMN,
     ApplyDef,
+    InputSchema,
     JoinDef,
     OutputColumn,
     Plan,
@@ -47,6 +48,7 @@ from transforms.query.plan import (
     UnionStep,
     to_sql,
 )
+from transforms.query.runtime import conform_row
 
 
 class EvaluateDoFn(beam.DoFn):
@@ -576,6 +578,47 @@ def _clean_dead_letter(d: DeadLetter) -> DeadLetter:
     return d
 
 
+class ConformDoFn(beam.DoFn):
+    """CREATE TABLE: converts an input's declared columns to their types; a row whose value does
+    not convert is dead-lettered (``schema_mismatch``; ASA drops it)."""
+
+    def __init__(self, schema: InputSchema):
+        self._schema = schema
+
+    def process(self, row):
+        try:
+            yield conform_row(row, self._schema.input, self._schema.columns)
+        except RowError as e:
+            yield beam.pvalue.TaggedOutput(FAILED, e.dead_letter(f"CREATE TABLE {self._schema.input}", row))
+
+
+def _apply_schemas(plan: Plan, sources: dict, failed: list, ledger: Ledger) -> tuple[dict, dict]:
+    """Inputs with a CREATE TABLE go through their conversion stage before any step reads them.
+
+    The stage is a step of the ledger: rows in = rows out + dead letters, and its rows in are
+    the input's rows entering the query. Returns the sources and, per converted input, the
+    counter of its rows out (what the steps reading it start from).
+    """
+    out = dict(sources)
+    typed: dict[str, list[str]] = {}
+    for schema in plan.schemas:
+        key = schema.input.lower()
+        if key not in out:
+            continue
+        step = f"CREATE TABLE {schema.input}"
+        c_in, c_out, c_dead = (f"step.{step}.{w}" for w in ("in", "out", "dead"))
+        rows = count(out[key], f"{step}: count in", c_in, f"rows_read.{schema.input}@{step}")
+        converted = rows | step >> beam.ParDo(ConformDoFn(schema)).with_outputs(FAILED, main=ROWS)
+        failed.append(converted[FAILED] | f"{step}: count dead letters" >> beam.ParDo(CountDeadLetters(c_dead)))
+        out[key] = count(converted[ROWS], f"{step}: count out", c_out)
+        ledger.add_step(step, ins=[c_in], out=[c_out]).dead.append(c_dead)
+        ledger.balance(step, "rows", [c_in], [("out", c_out), ("dead letters", c_dead)])
+        name = next((n for n in plan.inputs if n.lower() == key), schema.input)
+        ledger.inputs.setdefault(name, []).append(c_in)
+        typed[key] = [c_out]
+    return out, typed
+
+
 class QueryOutputs(dict):
     """The PCollections a query writes, by output name, plus ``.failed`` (DeadLetter records)
     and ``.ledger``: the row-accounting counters and balances (``transforms.operators.accounting``)."""
@@ -629,8 +672,10 @@ class AsaQuery(beam.PTransform):
         # live); a step reading a step starts from that step's rows out (a union's: its parts').
         ledger = Ledger()
         counted: dict[str, list[str] | None] = dict.fromkeys(sources)
-        computed: dict[str, Any] = dict(sources)
         failed: list[Any] = []
+        sources, typed = _apply_schemas(plan, sources, failed, ledger)
+        counted.update(typed)  # steps read a CREATE TABLE input's converted rows, counted there
+        computed: dict[str, Any] = dict(sources)
         for step in plan.steps:
             if isinstance(step, SelectStep):
                 reads_input = step.source.lower() in sources
@@ -643,7 +688,7 @@ class AsaQuery(beam.PTransform):
                 record = ledger.steps[step.name]
                 entering = [record.ins, *(terms for _, terms in record.joined)]
                 for source, terms in zip(step.sources, entering, strict=True):
-                    if source.lower() in sources:
+                    if source.lower() in sources and source.lower() not in typed:
                         name = next(n for n in plan.inputs if n.lower() == source.lower())
                         ledger.inputs.setdefault(name, []).extend(terms)
                 failed.append(out[FAILED])

@@ -64,6 +64,7 @@ from apache_beam.transforms.window import GlobalWindows, TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from transforms.deadletter import FAILED, RowError, json_default
+from transforms.operators.timers import own_timers
 from transforms.query import runtime
 from transforms.query.builtins import normalize_datepart
 from transforms.types import parse_datetime
@@ -491,7 +492,7 @@ class IntervalJoin(beam.PTransform):
             (lk[ROWS], rk[ROWS])
             | "sides" >> beam.Flatten()
             | "join" >> beam.ParDo(
-                _IntervalJoinFn(self._lo, self._hi, self._kind, self._residual, self._step, streaming)
+                own_timers(_IntervalJoinFn)(self._lo, self._hi, self._kind, self._residual, self._step, streaming)
             ).with_outputs(FAILED, main=ROWS)
         )
         parts = [joined[ROWS]]

@@ -92,6 +92,7 @@ from apache_beam.utils.timestamp import Duration, Timestamp
 
 from transforms.deadletter import json_default
 from transforms.operators.aggregates import AggregateSpec, MultiAggregateCombineFn, make_accumulator, timestamp_slots
+from transforms.operators.timers import own_timers
 
 TUMBLING, HOPPING, SLIDING, SESSION, SNAPSHOT = "tumbling", "hopping", "sliding", "session", "snapshot"
 KINDS = (TUMBLING, HOPPING, SLIDING, SESSION, SNAPSHOT)
@@ -666,7 +667,7 @@ class WindowedAggregate(beam.PTransform):
             pcoll
             | "global" >> beam.WindowInto(GlobalWindows())
             | "key" >> beam.ParDo(_Prepare(partition_by, self._slots))
-            | f"{w.kind} windows" >> beam.ParDo(_ExactWindowFn(w, self._specs, streaming))
+            | f"{w.kind} windows" >> beam.ParDo(own_timers(_ExactWindowFn)(w, self._specs, streaming))
         )
 
     def _expand_global(self, pcoll):

@@ -47,8 +47,11 @@ class Field(Expr):
 
 @dataclass(frozen=True)
 class Star(Expr):
-    qualifier: str | None = None  # ``alias.*``
+    """``*``, ``alias.*``, or all fields of a record: ``Location.*``, ``alias.record.*``."""
+
+    qualifier: str | None = None  # the first name before ``.*``
     pos: Pos = _pos()
+    path: tuple[str, ...] = ()  # the names after the qualifier
 
 
 @dataclass(frozen=True)
@@ -222,5 +225,15 @@ class Statement:
 
 
 @dataclass(frozen=True)
+class CreateTable:
+    """``CREATE TABLE input (column type, ...)``: the declared schema of an input's events."""
+
+    name: str
+    columns: tuple[tuple[str, str, Pos], ...]  # (column, type as written, position of the type)
+    pos: Pos = _pos()
+
+
+@dataclass(frozen=True)
 class Script:
     statements: tuple[Statement, ...]
+    tables: tuple[CreateTable, ...] = ()

@@ -33,7 +33,7 @@ _HELPERS = {
     "_ge": runtime.ge, "_and": runtime.and_, "_or": runtime.or_, "_not": runtime.not_, "_neg": runtime.neg,
     "_like": runtime.like, "_likec": runtime.like_compiled, "_in": runtime.in_, "_between": runtime.between,
     "_ci": runtime.ci_get, "_field": runtime.field, "_path": runtime.path, "_strip": runtime.strip_hidden,
-    "_merge": runtime.merge_star,
+    "_merge": runtime.merge_star, "_mergerec": runtime.merge_record,
     "_any": runtime.any_field, "_truth": runtime.truth, "_nn": runtime.call_nn,
     "_cast": types.cast, "_try_cast": types.try_cast,
 }
@@ -111,7 +111,7 @@ class _Generator:
             case ast.Binary(op=op, left=a, right=b):
                 return f"{_BINARY[op]}({self.expr(a)}, {self.expr(b)})"
             case ast.IsNull(operand=x, negated=n):
-                return f"({self.expr(x)} is {'not ' if n else ''}None)"
+                return f"({self.tested(x)} is {'not ' if n else ''}None)"
             case ast.Like(operand=x, pattern=p, negated=n, escape=esc):
                 if isinstance(p, ast.Literal) and isinstance(p.value, str) and (
                         esc is None or isinstance(esc, ast.Literal)):
@@ -127,17 +127,16 @@ class _Generator:
                 code = f"_between({self.expr(x)}, {self.expr(lo)}, {self.expr(hi)})"
                 return f"_not({code})" if n else code
             case ast.Case(operand=op, whens=whens, default=d):
-                code = self.expr(d) if d is not None else "None"
+                # One flat conditional expression (Python's if-else chains to the right), so a CASE
+                # with hundreds of WHENs does not nest parentheses in the generated code.
+                default = self.expr(d) if d is not None else "None"
                 if op is not None:
                     t = self.tmp()
                     # The operand is evaluated once, before the first WHEN.
-                    pieces = [(f"_eq({t}, {self.expr(c)}) is True", self.expr(r)) for c, r in whens]
-                    for test, result in reversed(pieces):
-                        code = f"({result} if {test} else {code})"
-                    return f"(({t} := {self.expr(op)}), {code})[1]"
-                for c, r in reversed(whens):
-                    code = f"({self.expr(r)} if {self.expr(c)} is True else {code})"
-                return code
+                    chain = "".join(f"{self.expr(r)} if _eq({t}, {self.expr(c)}) is True else " for c, r in whens)
+                    return f"(({t} := {self.expr(op)}), ({chain}{default}))[1]"
+                chain = "".join(f"{self.expr(r)} if {self.tested(c)} is True else " for c, r in whens)
+                return f"({chain}{default})"
             case ast.Cast(operand=x, type_name=t, try_=tr):
                 return f"{'_try_cast' if tr else '_cast'}({self.expr(x)}, {t!r})"
             case BuiltinCall(fn=fn, args=args, null_in_null_out=nn):
@@ -147,14 +146,21 @@ class _Generator:
                     return f"_nn({f}, {inner})"
                 return f"{f}({inner})"
             case Truth(operand=x, want=w):
-                return f"({self.expr(x)} is {'' if w else 'not '}True)"
+                return f"({self.tested(x)} is {'' if w else 'not '}True)"
         raise TypeError(f"cannot compile {type(e).__name__}")
+
+    def tested(self, e: ast.Expr) -> str:
+        """An operand of ``is``: a literal number or text becomes a constant (``1 is True`` is a
+        SyntaxWarning in Python, ``_c1 is True`` is not; both are False)."""
+        if isinstance(e, ast.Literal) and e.value is not None and not isinstance(e.value, bool):
+            return self.const(e.value)
+        return self.expr(e)
 
 
 def compile_predicate(expr: ast.Expr) -> CompiledFunction:
     """row → True when the (three-valued) condition holds."""
     g = _Generator()
-    body = g.expr(expr)
+    body = g.tested(expr)
     return CompiledFunction(f"def _f(r):\n    return {body} is True\n", g.consts)
 
 
@@ -189,10 +195,10 @@ def compile_projection(columns: Sequence[tuple[str, ast.Expr] | OutputColumn],
     cols = [c if isinstance(c, OutputColumn) else OutputColumn(c[0], c[1]) for c in columns]
     lines = ["def _f(r):"]
     if where is not None:
-        lines.append(f"    if {g.expr(where)} is not True:")
+        lines.append(f"    if {g.tested(where)} is not True:")
         lines.append("        return None")
     stars = [c for c in cols if c.name is None]
-    if len(cols) == 1 and stars:
+    if len(cols) == 1 and stars and stars[0].expr is None:
         lines.append("    return _strip(r)" if stars[0].star_strip_hidden else "    return r")
     elif not stars:
         items = ", ".join(f"{c.name!r}: {g.expr(c.expr)}" for c in cols)
@@ -202,7 +208,10 @@ def compile_projection(columns: Sequence[tuple[str, ast.Expr] | OutputColumn],
         seen_star = False
         for c in cols:
             if c.name is None:
-                lines.append(f"    _merge(o, r, {c.star_strip_hidden})")
+                if c.expr is None:
+                    lines.append(f"    _merge(o, r, {c.star_strip_hidden})")
+                else:
+                    lines.append(f"    _mergerec(o, {g.expr(c.expr)})")
                 seen_star = True
             elif seen_star:
                 # Columns on the left take precedence over columns on the right (ASA SELECT).

@@ -28,6 +28,7 @@ from transforms.query.plan import (
     FieldRef,
     Grouping,
     HiddenRef,
+    InputSchema,
     JoinDef,
     OutputBinding,
     OutputColumn,
@@ -71,6 +72,7 @@ class _Lowering:
         self.hidden_counter = 0
 
     def run(self, script: ast.Script) -> Plan:
+        schemas = self.schemas(script.tables)
         select_count = 0
         for stmt in script.statements:
             for ws in stmt.steps:
@@ -88,7 +90,33 @@ class _Lowering:
             name = f"Select into {output}" + (f" #{n + 1}" if n else "")
             step = self.add_query(name, query)
             self.outputs.append(OutputBinding(output, step.name))
-        return Plan(tuple(self.inputs.values()), tuple(self.order), tuple(self.outputs))
+        return Plan(tuple(self.inputs.values()), tuple(self.order), tuple(self.outputs),
+                    tuple(sc for sc in schemas if sc.input.lower() in self.inputs))
+
+    def schemas(self, tables: tuple[ast.CreateTable, ...]) -> list[InputSchema]:
+        """CREATE TABLE statements → the declared schema of each input (checked before any data is read)."""
+        out: dict[str, InputSchema] = {}
+        for t in tables:
+            key = t.name.lower()
+            if key in out:
+                raise QueryError(f"CREATE TABLE '{t.name}' is declared twice", *t.pos)
+            if self.declared_inputs is not None and key not in self.declared_inputs:
+                known = ", ".join(self.declared_inputs.values()) or "none"
+                raise QueryError(f"CREATE TABLE '{t.name}' does not name an input; inputs: {known}", *t.pos)
+            columns: list[tuple[str, str]] = []
+            for name, type_name, pos in t.columns:
+                if name.lower() in (c.lower() for c, _ in columns):
+                    raise QueryError(f"column '{name}' is declared twice in CREATE TABLE '{t.name}'", *pos)
+                try:
+                    canonical = types.normalize_type(type_name)
+                except ValueError as err:
+                    raise QueryError(str(err), *pos) from None
+                if canonical == types.ANY:
+                    raise QueryError("CREATE TABLE columns need a type other than 'any'", *pos)
+                columns.append((name, canonical))
+            name = self.declared_inputs[key] if self.declared_inputs is not None else t.name
+            out[key] = InputSchema(name, tuple(columns), t.pos)
+        return list(out.values())
 
     def bind_output(self, name: str, pos: ast.Pos) -> str:
         if self.declared_outputs is None:
@@ -161,11 +189,14 @@ class _Lowering:
                 if grouping_parts is not None:
                     raise QueryError("'*' cannot be used with GROUP BY", *item.pos)
                 q = item.expr.qualifier
-                if multi:
-                    raise _not_supported("'*' in a step with JOIN or APPLY", item.pos)
-                if q is not None and q.lower() not in (alias.lower(), sel.source.name.lower()):
-                    raise QueryError(f"'{q}.*' does not name the FROM source ('{alias}')", *item.pos)
-                columns.append(OutputColumn(None, None))
+                if q is None:
+                    if multi:
+                        raise _not_supported("'*' in a step with JOIN or APPLY (name a source: alias.*)", item.pos)
+                    columns.append(OutputColumn(None, None))
+                else:
+                    # alias.* (a source's fields), or all fields of a record: Location.*, alias.record.*
+                    record = scope.bind(ast.Name((q, *item.expr.path), item.pos), phase)
+                    columns.append(OutputColumn(None, None if isinstance(record, RowRef) else record))
                 static = False
                 continue
             col_name = item.alias or _default_name(item.expr, idx)
@@ -177,7 +208,7 @@ class _Lowering:
         grouping = None
         if grouping_parts is not None:
             window, keys, key_columns = grouping_parts
-            having = scope.bind(sel.having, "post") if sel.having is not None else None
+            having = scope.bind(_having_aliases(sel, scope), "post") if sel.having is not None else None
             grouping = Grouping(window, keys, key_columns, tuple(scope.aggregates), having)
         hidden = bool(scope.calls or scope.analytic or scope.uses_timestamp)
         columns = [dataclasses.replace(c, star_strip_hidden=hidden) if c.name is None else c for c in columns]
@@ -210,11 +241,15 @@ class _Lowering:
         key = SOURCE_PREFIX + alias.lower()
         scope.add_source(alias, j.table.name, source, key)
         left_keys, right_keys, residual, bound = [], [], [], None
+        limits: list[tuple[int | None, int | None]] = []  # one-sided DATEDIFF comparisons, in µs
         for conj in _conjuncts(j.on):
             if (b := _datediff_bound(conj, left_aliases, alias.lower())) is not None:
                 if bound is not None:
                     raise QueryError("only one DATEDIFF bound per JOIN", *conj.pos)
                 bound = b
+                continue
+            if (lim := _datediff_limit(conj, left_aliases, alias.lower())) is not None:
+                limits.append(lim)
                 continue
             if isinstance(conj, ast.Binary) and conj.op == "=":
                 sides = (_aliases_of(conj.left, scope), _aliases_of(conj.right, scope))
@@ -229,13 +264,27 @@ class _Lowering:
                     residual.append(conj)
                 continue
             residual.append(conj)
+        if limits:  # DATEDIFF(unit, a, b) <= 10 AND DATEDIFF(unit, a, b) >= 0, ...: intersected, in µs
+            if bound is not None:
+                unit_us = TIME_UNITS_US[bound[0]]
+                limits.append((bound[1] * unit_us, bound[2] * unit_us))
+            lo = max((x for x, _ in limits if x is not None), default=None)
+            hi = min((y for _, y in limits if y is not None), default=None)
+            if lo is None or hi is None:
+                raise QueryError("DATEDIFF in ON must bound the time difference on both sides "
+                                 "(e.g. DATEDIFF(...) >= 0 AND DATEDIFF(...) <= 10)", *j.pos)
+            if lo > hi:
+                raise QueryError("the DATEDIFF bound is empty (low > high)", *j.pos)
+            if max(abs(lo), abs(hi)) > MAX_WINDOW_US:
+                raise QueryError("a JOIN's DATEDIFF bound may span at most 7 days", *j.pos)
+            bound = ("microsecond", lo, hi)
         if not reference and bound is None:
             raise QueryError("a JOIN between streams must bound time with DATEDIFF(unit, a, b) BETWEEN x AND y in ON"
                              " (or join reference data)", *j.pos)
         if bound is not None and reference:
             raise QueryError("a reference-data JOIN takes no DATEDIFF bound", *j.pos)
-        if not left_keys:
-            raise _not_supported("a JOIN without an equality between the two sides in ON", j.pos)
+        # No equality between the sides: every pair is a candidate (one key for all rows), and ON
+        # is checked on each pair: JOIN Ref ON 1 = 1 fans a row out to every reference row.
         scope.no_calls = "JOIN ... ON"
         bound_residual = scope.bind(_and_all(tuple(residual)), "where") if residual else None
         scope.no_calls = None
@@ -407,6 +456,31 @@ def _has_aggregate(sel: ast.Select) -> bool:
         for e in exprs for n in _walk(e))
 
 
+def _having_aliases(sel: ast.Select, scope: _Scope) -> ast.Expr:
+    """HAVING may name a SELECT alias (``SELECT COUNT(*) AS [Count] ... HAVING [Count] >= 3``, as ASA's
+    query-patterns page does): such a name stands for the aliased expression, unless it is a GROUP BY
+    key. Inside aggregate arguments names are the input's columns, as everywhere."""
+    aliases = {i.alias.lower(): i.expr for i in sel.items if i.alias and not isinstance(i.expr, ast.Star)}
+    keys = scope.group_keys or {}
+
+    def sub(e):
+        if isinstance(e, ast.Name) and len(e.parts) == 1 and e.parts[0].lower() in aliases \
+                and _canon(e, scope) not in keys:
+            return aliases[e.parts[0].lower()]
+        if isinstance(e, ast.Call) and not e.namespace and e.name.lower() in qfn.AGGREGATES:
+            return e
+        if isinstance(e, tuple):
+            return tuple(sub(x) for x in e)
+        if dataclasses.is_dataclass(e) and isinstance(e, ast.Expr):
+            changes = {f.name: sub(getattr(e, f.name)) for f in dataclasses.fields(e)
+                       if isinstance(getattr(e, f.name), (ast.Expr, tuple))}
+            return dataclasses.replace(e, **changes) if changes else e
+        return e
+
+    assert sel.having is not None
+    return sub(sel.having)
+
+
 def _conjuncts(e: ast.Expr) -> list[ast.Expr]:
     if isinstance(e, ast.Binary) and e.op == "and":
         return _conjuncts(e.left) + _conjuncts(e.right)
@@ -442,11 +516,22 @@ def _unqualify(e: ast.Expr, alias: str) -> ast.Expr:
     return e
 
 
+def _is_datediff(e: ast.Expr) -> bool:
+    return (isinstance(e, ast.Call) and e.name.lower() == "datediff" and not e.namespace and len(e.args) == 3
+            and not e.star and e.over is None)
+
+
 def _datediff_bound(e: ast.Expr, left: set[str], right: str) -> tuple[str, int, int] | None:
-    """``DATEDIFF(unit, a, b) BETWEEN lo AND hi`` → (unit, lo, hi) for right.ts − left.ts, else None."""
-    if not (isinstance(e, ast.Between) and not e.negated and isinstance(e.operand, ast.Call)
-            and e.operand.name.lower() == "datediff" and not e.operand.namespace and len(e.operand.args) == 3):
+    """``DATEDIFF(unit, a, b) BETWEEN lo AND hi`` (or ``= n``: a zero-width bound, the same instant
+    when n = 0) → (unit, lo, hi) for right.ts − left.ts, else None."""
+    if isinstance(e, ast.Binary) and e.op == "=" and (_is_datediff(e.left) or _is_datediff(e.right)):
+        call, n = (e.left, e.right) if _is_datediff(e.left) else (e.right, e.left)
+        if not isinstance(n, ast.Literal):
+            return None
+        e = ast.Between(call, n, n, False, e.pos)
+    if not (isinstance(e, ast.Between) and not e.negated and _is_datediff(e.operand)):
         return None
+    assert isinstance(e.operand, ast.Call)
     unit_e, a, b = e.operand.args
     if not all(isinstance(x, ast.Name) and len(x.parts) == 1 for x in (a, b)):
         return None
@@ -462,6 +547,30 @@ def _datediff_bound(e: ast.Expr, left: set[str], right: str) -> tuple[str, int, 
     if first == right and second in left:
         return (unit, -hi, -lo)
     raise QueryError("DATEDIFF in JOIN ... ON takes the two joined aliases", *e.operand.pos)
+
+
+_FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}
+
+
+def _datediff_limit(e: ast.Expr, left: set[str], right: str) -> tuple[int | None, int | None] | None:
+    """``DATEDIFF(unit, a, b) < n`` (also ``<= > >=``, either side) → (low, high) µs limits of
+    right.ts − left.ts (one of them None), else None. The difference is exact, so ``< 10`` seconds
+    is at most 10 s − 1 µs."""
+    if not (isinstance(e, ast.Binary) and e.op in _FLIP and (_is_datediff(e.left) or _is_datediff(e.right))):
+        return None
+    call, n, op = (e.left, e.right, e.op) if _is_datediff(e.left) else (e.right, e.left, _FLIP[e.op])
+    assert isinstance(call, ast.Call)
+    unit_e, a, b = call.args
+    if not isinstance(n, ast.Literal) or not all(isinstance(x, ast.Name) and len(x.parts) == 1 for x in (a, b)):
+        return None
+    _, us = _unit_us(unit_e)
+    v = _int_literal(n, "the DATEDIFF bound") * us
+    first, second = a.parts[0].lower(), b.parts[0].lower()
+    if first == right and second in left:  # DATEDIFF(unit, right, left): the same limit, mirrored
+        v, op = -v, _FLIP[op]
+    elif not (first in left and second == right):
+        raise QueryError("DATEDIFF in JOIN ... ON takes the two joined aliases", *call.pos)
+    return {"<": (None, v - 1), "<=": (None, v), ">": (v + 1, None), ">=": (v, None)}[op]
 
 
 def _canon(e: ast.Expr, scope: _Scope) -> str:

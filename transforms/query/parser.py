@@ -9,12 +9,23 @@ line and column of the offending token and says what was expected.
 
 from __future__ import annotations
 
+import dataclasses
+
 from transforms.errors import QueryError
 from transforms.query import ast
 from transforms.query.tokens import Token, tokenize
 
 _COMPARISONS = ("=", "!=", "<>", "<", "<=", ">", ">=")
 _NAMESPACES = ("udf", "uda")
+
+# How deeply expressions and queries may nest (parentheses, calls, CASE, unary operators, and
+# each link of a chain of + - * / %, which nests the syntax tree one level): deeper text is a
+# QueryError, never a RecursionError, and stays well inside what the code generated from it may
+# nest (Python allows 200 nested parentheses; a level generates at most three).
+MAX_DEPTH = 60
+# AND/OR chains longer than this become balanced trees (three-valued AND and OR are
+# associative), so a WHERE with hundreds of ORs nests only log2(n) deep.
+_BALANCE_AFTER = 8
 
 
 def parse(text: str) -> ast.Script:
@@ -30,10 +41,49 @@ def parse_expression(text: str) -> ast.Expr:
     return expr
 
 
+def _too_deep(line: int, column: int) -> QueryError:
+    return QueryError(f"the query nests too deeply (more than {MAX_DEPTH} levels of parentheses, calls or "
+                      "operators); simplify it or split it into WITH steps", line, column)
+
+
+def check_depth(root: ast.Expr) -> None:
+    """QueryError at the first node deeper than MAX_DEPTH (iterative: safe on any tree)."""
+    stack: list[tuple[object, int]] = [(root, 1)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, tuple):
+            stack.extend((x, level) for x in node)
+            continue
+        if not isinstance(node, ast.Expr):
+            continue
+        if level > MAX_DEPTH:
+            raise _too_deep(*node.pos)
+        for f in dataclasses.fields(node):  # type: ignore[arg-type]
+            value = getattr(node, f.name)
+            if isinstance(value, (ast.Expr, tuple)):
+                stack.append((value, level + 1))
+
+
 class Parser:
     def __init__(self, tokens: list[Token]):
         self.toks = tokens
         self.i = 0
+        self.depth = 0
+
+    def enter(self) -> None:
+        """One level deeper in the parser's recursion (checked before Python's own limit is near)."""
+        if self.depth >= MAX_DEPTH:
+            t = self.tok
+            raise _too_deep(t.line, t.column)
+        self.depth += 1
+
+    def leave(self) -> None:
+        self.depth -= 1
+
+    def word(self, *words: str, tok: Token | None = None) -> bool:
+        """A non-reserved word with a meaning here (TIMESTAMP BY, PARTITION BY, LIMIT, APPLY, CAST, ...)."""
+        t = tok or self.tok
+        return t.kind == "ident" and t.text.lower() in words
 
     # -- token helpers -------------------------------------------------------------------------
     @property
@@ -89,17 +139,54 @@ class Parser:
     # -- statements ----------------------------------------------------------------------------
     def script(self) -> ast.Script:
         statements = []
+        tables = []
         while True:
             while self.accept_op(";"):
                 pass
             if self.tok.kind == "eof":
                 break
-            statements.append(self.statement())
-            if not (self.tok.is_op(";") or self.tok.kind == "eof" or self.tok.is_keyword("select", "with")):
+            if self.tok.is_keyword("create"):
+                tables.append(self.create_table())
+            else:
+                statements.append(self.statement())
+            if not (self.tok.is_op(";", "(") or self.tok.kind == "eof"
+                    or self.tok.is_keyword("select", "with", "create")):
                 raise self.error("';', SELECT, WITH or end of query")
         if not statements:
+            if tables:
+                raise QueryError("the query has CREATE TABLE but no SELECT", *tables[-1].pos)
             raise QueryError("the query is empty", 1, 1)
-        return ast.Script(tuple(statements))
+        return ast.Script(tuple(statements), tuple(tables))
+
+    def create_table(self) -> ast.CreateTable:
+        """``CREATE TABLE input (column type [, ...])`` (ASA: the schema of an input's events)."""
+        start = self.expect_kw("create")
+        self.expect_kw("table")
+        name = self.name("an input name after CREATE TABLE")
+        self.expect_op("(", "'(' and the column list")
+        columns = []
+        while True:
+            col = self.name("a column name")
+            type_tok = self.tok
+            columns.append((col, self.type_name(), self.pos(type_tok)))
+            if not self.accept_op(","):
+                break
+        self.expect_op(")", "',' or ')' closing the column list")
+        return ast.CreateTable(name, tuple(columns), self.pos(start))
+
+    def type_name(self) -> str:
+        t = self.tok
+        if t.kind not in ("ident", "qident"):
+            raise self.error("a type name (bigint, float, nvarchar(max), datetime, bit, record, array)")
+        type_name = self.advance().text
+        if self.accept_op("("):
+            size = self.tok
+            if size.kind not in ("ident", "number"):
+                raise self.error("a size such as max")
+            self.advance()
+            self.expect_op(")")
+            type_name = f"{type_name}({size.text})"
+        return type_name
 
     def statement(self) -> ast.Statement:
         start = self.tok
@@ -115,23 +202,37 @@ class Parser:
                 steps.append(ast.WithStep(name, query, self.pos(t)))
                 if not self.accept_op(","):
                     break
-        if not self.tok.is_keyword("select"):
+        if not (self.tok.is_keyword("select") or self.tok.is_op("(")):
             raise self.error("SELECT" if steps else "SELECT or WITH")
         return ast.Statement(tuple(steps), self.query_expr(), self.pos(start))
 
     def query_expr(self) -> ast.QueryExpr:
         start = self.tok
-        first = self.select()
-        parts = [first]
+        parts = self.query_operand()
         while self.accept_kw("union"):
             self.accept_kw("all")
-            if not self.tok.is_keyword("select"):
+            if not (self.tok.is_keyword("select") or self.tok.is_op("(")):
                 raise self.error("SELECT after UNION")
-            part = self.select()
-            if part.into is not None:
-                raise QueryError("INTO belongs to the first SELECT of a UNION", *part.into_pos)
-            parts.append(part)
-        return first if len(parts) == 1 else ast.Union(tuple(parts), self.pos(start))
+            for part in self.query_operand():
+                if part.into is not None:
+                    raise QueryError("INTO belongs to the first SELECT of a UNION", *part.into_pos)
+                parts.append(part)
+        return parts[0] if len(parts) == 1 else ast.Union(tuple(parts), self.pos(start))
+
+    def query_operand(self) -> list[ast.Select]:
+        """A SELECT, or a parenthesised query: ``(SELECT ...) UNION (SELECT ...)``."""
+        if not self.tok.is_op("("):
+            return [self.select()]
+        self.advance()
+        self.enter()
+        try:
+            if not (self.tok.is_keyword("select") or self.tok.is_op("(")):
+                raise self.error("SELECT")
+            inner = self.query_expr()
+            self.expect_op(")", "')' closing the query")
+        finally:
+            self.leave()
+        return list(inner.parts) if isinstance(inner, ast.Union) else [inner]
 
     def select(self) -> ast.Select:
         start = self.expect_kw("select")
@@ -162,7 +263,7 @@ class Parser:
                 table = self.table_ref()
                 self.expect_kw("on")
                 joins.append(ast.Join(kind, table, self.expr(), self.pos(t)))
-            elif self.tok.is_keyword("cross", "outer") and self.peek().is_keyword("apply"):
+            elif self.tok.is_keyword("cross", "outer") and self.word("apply", tok=self.peek()):
                 kind = self.advance().text.lower()
                 self.advance()
                 call = self.primary()
@@ -209,25 +310,29 @@ class Parser:
         alias = None
         if self.accept_kw("as"):
             alias = self.name("an alias after AS")
-        elif self.tok.kind in ("ident", "qident"):
+        elif self.tok.kind in ("ident", "qident") and not self.clause_word():
             alias = self.advance().text
         timestamp_by: ast.Expr | None = None
         timestamp_over: list[ast.Expr] = []
         partition_by: list[ast.Expr] = []
         while True:
-            if self.tok.is_keyword("timestamp"):
+            if self.word("timestamp") and self.peek().is_keyword("by"):
                 self.advance()
                 self.expect_kw("by")
                 timestamp_by = self.expr()
                 if self.accept_kw("over"):
                     timestamp_over = self.expr_list()
-            elif self.tok.is_keyword("partition"):
+            elif self.word("partition") and self.peek().is_keyword("by"):
                 self.advance()
                 self.expect_kw("by")
                 partition_by = self.expr_list()
             else:
                 break
         return ast.TableRef(name, alias, timestamp_by, tuple(timestamp_over), tuple(partition_by), self.pos(t))
+
+    def clause_word(self) -> bool:
+        """TIMESTAMP BY / PARTITION BY after a FROM name: a clause, not an alias."""
+        return self.word("timestamp", "partition") and self.tok.kind == "ident" and self.peek().is_keyword("by")
 
     def expr_list(self) -> list[ast.Expr]:
         items = [self.expr()]
@@ -237,23 +342,49 @@ class Parser:
 
     # -- expressions ---------------------------------------------------------------------------
     def expr(self) -> ast.Expr:
-        return self.or_expr()
+        outermost = self.depth == 0
+        self.enter()
+        try:
+            e = self.or_expr()
+        finally:
+            self.leave()
+        if outermost:
+            check_depth(e)  # operator chains nest the tree without recursing in the parser
+        return e
 
     def or_expr(self) -> ast.Expr:
-        left = self.and_expr()
-        while (t := self.accept_kw("or")) is not None:
-            left = ast.Binary("or", left, self.and_expr(), self.pos(t))
-        return left
+        return self.logical_chain("or", self.and_expr)
 
     def and_expr(self) -> ast.Expr:
-        left = self.not_expr()
-        while (t := self.accept_kw("and")) is not None:
-            left = ast.Binary("and", left, self.not_expr(), self.pos(t))
-        return left
+        return self.logical_chain("and", self.not_expr)
+
+    def logical_chain(self, op: str, operand) -> ast.Expr:
+        items = [operand()]
+        ops: list[ast.Pos] = []
+        while (t := self.accept_kw(op)) is not None:
+            ops.append(self.pos(t))
+            items.append(operand())
+        if len(items) <= _BALANCE_AFTER:
+            left = items[0]
+            for pos, right in zip(ops, items[1:], strict=True):
+                left = ast.Binary(op, left, right, pos)
+            return left
+
+        def build(lo: int, hi: int) -> ast.Expr:  # items[lo:hi], split in the middle
+            if hi - lo == 1:
+                return items[lo]
+            mid = (lo + hi + 1) // 2
+            return ast.Binary(op, build(lo, mid), build(mid, hi), ops[mid - 1])
+
+        return build(0, len(items))
 
     def not_expr(self) -> ast.Expr:
         if (t := self.accept_kw("not")) is not None:
-            return ast.Unary("not", self.not_expr(), self.pos(t))
+            self.enter()
+            try:
+                return ast.Unary("not", self.not_expr(), self.pos(t))
+            finally:
+                self.leave()
         return self.predicate()
 
     def predicate(self) -> ast.Expr:
@@ -301,7 +432,11 @@ class Parser:
 
     def unary(self) -> ast.Expr:
         if (t := self.accept_op("-", "+")) is not None:
-            operand = self.unary()
+            self.enter()
+            try:
+                operand = self.unary()
+            finally:
+                self.leave()
             if t.text == "-" and isinstance(operand, ast.Literal) and isinstance(operand.value, (int, float)) \
                     and not isinstance(operand.value, bool):
                 return ast.Literal(-operand.value, self.pos(t))
@@ -310,7 +445,7 @@ class Parser:
 
     def postfix(self) -> ast.Expr:
         expr = self.primary()
-        while self.tok.is_op(".") and not isinstance(expr, ast.Name):
+        while self.tok.is_op(".") and not isinstance(expr, (ast.Name, ast.Star)):
             self.advance()
             expr = ast.Field(expr, self.field_name(), expr.pos)
         return expr
@@ -330,7 +465,10 @@ class Parser:
             self.advance()
             text = t.text
             if any(c in text for c in ".eE"):
-                return ast.Literal(float(text), p)
+                value = float(text)
+                if value in (float("inf"), float("-inf")):
+                    raise QueryError(f"the number {text} is out of the float range", *p)
+                return ast.Literal(value, p)
             return ast.Literal(int(text), p)
         if t.kind == "string":
             self.advance()
@@ -338,7 +476,7 @@ class Parser:
         if t.is_keyword("null"):
             self.advance()
             return ast.Literal(None, p)
-        if t.is_keyword("true", "false"):
+        if self.word("true", "false") and not self.peek().is_op("(", "."):
             self.advance()
             return ast.Literal(t.text.lower() == "true", p)
         if t.is_op("("):
@@ -348,7 +486,7 @@ class Parser:
             return inner
         if t.is_keyword("case"):
             return self.case()
-        if t.is_keyword("cast", "try_cast"):
+        if self.word("cast", "try_cast") and self.peek().is_op("("):
             return self.cast()
         if t.is_keyword("left", "right") and self.peek().is_op("("):
             self.advance()
@@ -369,9 +507,7 @@ class Parser:
             if nxt.is_op("*"):
                 self.advance()
                 self.advance()
-                if len(parts) != 1:
-                    raise QueryError("expected 'alias.*'", *p)
-                return ast.Star(parts[0], p)
+                return ast.Star(parts[0], p, tuple(parts[1:]))
             self.advance()
             t = self.tok
             parts.append(self.field_name())
@@ -401,7 +537,8 @@ class Parser:
         order: list[tuple[ast.Expr, bool]] = []
         limit = None
         when = None
-        if self.accept_kw("partition"):
+        if self.word("partition") and self.peek().is_keyword("by"):
+            self.advance()
             self.expect_kw("by")
             partition = self.expr_list()
         if self.tok.kind == "ident" and self.tok.text.lower() == "order" and self.peek().is_keyword("by"):
@@ -415,7 +552,8 @@ class Parser:
                 order.append((e, desc))
                 if not self.accept_op(","):
                     break
-        if self.accept_kw("limit"):
+        if self.word("limit"):
+            self.advance()
             d = self.tok
             if not (d.kind == "ident" and d.text.lower() == "duration"):
                 raise self.error("DURATION after LIMIT")
@@ -450,15 +588,6 @@ class Parser:
         self.expect_op("(")
         operand = self.expr()
         self.expect_kw("as")
-        type_tok = self.tok
-        type_name = self.name("a type name (bigint, float, nvarchar(max), datetime, bit, record, array)")
-        if self.accept_op("("):
-            size = self.tok
-            if size.kind not in ("ident", "number"):
-                raise self.error("a size such as max")
-            self.advance()
-            self.expect_op(")")
-            type_name = f"{type_name}({size.text})"
+        type_name = self.type_name()
         self.expect_op(")", "')' closing CAST")
-        del type_tok
         return ast.Cast(operand, type_name, t.text.lower() == "try_cast", self.pos(t))

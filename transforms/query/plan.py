@@ -179,9 +179,21 @@ class UdfCall:
 
 @dataclass(frozen=True)
 class OutputColumn:
-    name: str | None  # None for a star item
-    expr: ast.Expr | None  # None for a star item
+    """A SELECT item. A star item has name None and expr None (``*``: the source row) or the
+    record whose fields it selects (``Location.*``, ``alias.*`` in a JOIN)."""
+
+    name: str | None
+    expr: ast.Expr | None
     star_strip_hidden: bool = False
+
+
+@dataclass(frozen=True)
+class InputSchema:
+    """``CREATE TABLE``: the declared type of each named column of an input's events."""
+
+    input: str
+    columns: tuple[tuple[str, str], ...]  # (column, canonical type)
+    pos: ast.Pos = (0, 0)
 
 
 @dataclass(frozen=True)
@@ -237,6 +249,13 @@ class Plan:
     inputs: tuple[str, ...]
     steps: tuple[Step, ...]
     outputs: tuple[OutputBinding, ...]
+    schemas: tuple[InputSchema, ...] = ()  # CREATE TABLE, for inputs the query reads
+
+    def schema(self, input_name: str) -> InputSchema | None:
+        for sc in self.schemas:
+            if sc.input.lower() == input_name.lower():
+                return sc
+        return None
 
     def step(self, name: str) -> Step:
         for s in self.steps:
@@ -265,6 +284,8 @@ class Plan:
 # -- printing ------------------------------------------------------------------------------
 def format_plan(plan: Plan) -> str:
     lines = [f"inputs: {', '.join(plan.inputs) or '(none)'}"]
+    for sc in plan.schemas:
+        lines.append(f"schema {sc.input}: " + ", ".join(f"{_quote(c)} {t}" for c, t in sc.columns))
     for s in plan.steps:
         if isinstance(s, SelectStep):
             lines.append(f"step {s.name}: SELECT from {s.source}" + (f" AS {s.alias}" if s.alias != s.source else ""))
@@ -273,7 +294,8 @@ def format_plan(plan: Plan) -> str:
             for j in s.joins:
                 bound = (f" within DATEDIFF({j.bound[0]}) BETWEEN {j.bound[1]} AND {j.bound[2]}" if j.bound
                          else " (reference)")
-                keys = ", ".join(f"{to_sql(a)} = {to_sql(b)}" for a, b in zip(j.left_keys, j.right_keys, strict=True))
+                keys = ", ".join(f"{to_sql(a)} = {to_sql(b)}" for a, b in zip(j.left_keys, j.right_keys, strict=True)
+                                 ) or "every pair"
                 lines.append(f"  {j.kind} join {j.source} AS {j.alias} on {keys}{bound}"
                              + (f" and {to_sql(j.residual)}" if j.residual is not None else ""))
             for a in s.applies:
@@ -298,7 +320,8 @@ def format_plan(plan: Plan) -> str:
                                  f"{'DISTINCT ' if ag.distinct else ''}{args})")
                 if g.having is not None:
                     lines.append(f"  having {to_sql(g.having)}")
-            cols = ", ".join("*" if c.name is None else f"{to_sql(c.expr)} AS [{c.name}]" for c in s.columns)
+            cols = ", ".join(("*" if c.expr is None else f"{to_sql(c.expr)}.*") if c.name is None
+                             else f"{to_sql(c.expr)} AS [{c.name}]" for c in s.columns)
             lines.append(f"  select {cols}")
         else:
             lines.append(f"step {s.name}: UNION of {', '.join(s.parts)}")

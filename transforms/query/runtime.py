@@ -323,9 +323,113 @@ def merge_star(out: dict, row: dict, strip: bool) -> None:
             out[k] = v
 
 
+def merge_record(out: dict, value: Any) -> None:
+    """``record.*``: add the record's fields the SELECT list has not produced yet (left wins)."""
+    if value is None:
+        return
+    if not isinstance(value, dict):
+        raise RowError("type_error", f"'.*' needs a record, got {types.type_of(value)}")
+    merge_star(out, value, True)
+
+
 def call_nn(fn: Any, *args: Any) -> Any:
     """Call a built-in that returns NULL when any argument is NULL."""
     for a in args:
         if a is None:
             return None
     return fn(*args)
+
+
+# -- CREATE TABLE ------------------------------------------------------------------------------
+def _declared(value: Any, target: str) -> Any:
+    """A value read from an input as the type CREATE TABLE declares, converted only without loss
+    (ASA's data-types page: conversions at input read without precision loss are implicit; a
+    type conversion error at input read drops the event). Raises ValueError when it does not fit."""
+    if target == types.BIGINT:
+        if isinstance(value, bool):
+            raise ValueError
+        if isinstance(value, int):
+            result = value
+        elif isinstance(value, float) and value.is_integer():
+            result = int(value)
+        elif isinstance(value, str):
+            s = value.strip()
+            try:
+                result = int(s)
+            except ValueError:
+                f = float(s)  # "3.0" is 3; "3.5", "NaN" and "abc" do not fit
+                if not f.is_integer():
+                    raise ValueError from None
+                result = int(f)
+        else:
+            raise ValueError
+        if not types.INT64_MIN <= result <= types.INT64_MAX:
+            raise ValueError
+        return result
+    if target == types.FLOAT:
+        if isinstance(value, bool):
+            raise ValueError
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            f = float(value.strip())
+            if f != f or f in (float("inf"), float("-inf")):  # NaN/Infinity text is not a number here
+                raise ValueError
+            return f
+        raise ValueError
+    if target == types.NVARCHAR:
+        if isinstance(value, (dict, list)):
+            raise ValueError
+        return types.to_nvarchar(value)
+    if target == types.DATETIME:
+        if isinstance(value, (_dt.datetime, str)):
+            try:
+                return types.to_datetime(value)
+            except RowError:
+                raise ValueError from None
+        raise ValueError
+    if target == types.BIT:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        if isinstance(value, str) and value.strip().lower() in ("0", "1", "true", "false"):
+            return value.strip().lower() in ("1", "true")
+        raise ValueError
+    if target == types.RECORD and isinstance(value, dict):
+        return value
+    if target == types.ARRAY and isinstance(value, list):
+        return value
+    raise ValueError
+
+
+def conform_row(row: dict, input_name: str, columns: tuple[tuple[str, str], ...]) -> dict:
+    """A row of an input with a CREATE TABLE: each declared column converted to its type.
+
+    Missing columns and NULLs stay as they are; undeclared columns pass unchanged. A value that
+    does not convert raises RowError("schema_mismatch") (ASA drops such events; asa-beam
+    dead-letters them).
+
+    >>> conform_row({"Toll": "4", "Plate": "NJB"}, "Entry", (("toll", "float"), ("State", "nvarchar(max)")))
+    {'Toll': 4.0, 'Plate': 'NJB'}
+    """
+    out = dict(row)
+    lower = None
+    for name, target in columns:
+        key = name
+        if key not in out:
+            lower = lower or {k.lower(): k for k in out}
+            key = lower.get(name.lower())
+            if key is None:
+                continue
+        value = out[key]
+        if value is None:
+            continue
+        try:
+            out[key] = _declared(value, target)
+        except (ValueError, OverflowError):
+            shown = repr(value)
+            shown = shown if len(shown) <= 80 else shown[:77] + "..."
+            raise RowError("schema_mismatch", f"CREATE TABLE {input_name}: column '{name}' is declared {target}; "
+                                              f"the {types.type_of(value)} value {shown} does not convert") from None
+    return out

@@ -6,12 +6,16 @@ from dataclasses import dataclass
 
 from transforms.errors import QueryError
 
-# Words that cannot be used as bare identifiers (bracket-quote them: [from]).
+# Reserved words: they cannot be bare identifiers (bracket-quote them: [from]). ASA reserves
+# T-SQL's words; these are the ones its grammar needs to tell clauses apart. Every other word
+# the language knows is only special where it stands (TIMESTAMP BY, PARTITION BY, LIMIT
+# DURATION, CROSS APPLY, CAST(, TRUE/FALSE, ...) and is an ordinary name elsewhere, so a
+# column may be called timestamp, time, date, value, type, partition or limit.
 KEYWORDS = frozenset(
     """
     select from where into with as union all and or not null is like in between case when then
-    else end cast try_cast group by having join on inner left right full outer cross apply
-    timestamp over partition limit distinct true false escape
+    else end group by having join on inner left right full outer cross over distinct escape
+    create table
     """.split()
 )
 
