@@ -10,10 +10,10 @@ import os
 import orjson
 import pandas as pd
 from azureml_inference_server_http.api.aml_response import AMLResponse
+from flask import Response
 from inference_schema.parameter_types.pandas_parameter_type import PandasParameterType
 from inference_schema.parameter_types.standard_py_parameter_type import StandardPythonParameterType
 from inference_schema.schema_decorators import input_schema, output_schema
-from flask import Response
 
 from pipelines.serving import model as taxi
 
