@@ -6,7 +6,7 @@
         (PROJECT: a folder with asaproj.json, the asaproj.json, a *.asaproj, or an ARM template)
     asa-beam import PROJECT -o job.yaml
     asa-beam test PROJECT [--config test/testConfig.json] [--output-dir DIR]
-    asa-beam run JOB.yaml --streaming [--poll-interval S] [--stop-after-idle S]
+    asa-beam run JOB.yaml --streaming [--poll-interval S] [--stop-after-idle S] [--checkpoint-dir DIR]
     asa-beam check JOB.yaml
     asa-beam explain JOB.yaml [--format text|mermaid|dot]
     asa-beam serve-model [--port N] [--style records|arrays]
@@ -17,8 +17,10 @@
 Exit codes: 0 when the job ran (even with dead-lettered rows); 2 for a bad job, query or
 function configuration (one paragraph, no traceback); 3 when an endpoint stopped the job;
 4 when the job ran but its rows do not add up (row accounting: a step lost or duplicated rows
-without a trace; the summary names the step and the numbers).
+without a trace; the summary names the step and the numbers);
+130 when a streaming job was stopped at once by a second Ctrl-C/SIGTERM (its checkpoint resumes it).
 ``test``: 0 all test cases passed, 1 a test case failed, 2 and 3 as above.
+SIGINT and SIGTERM work even when the shell started asa-beam with SIGINT ignored (``cmd &``).
 """
 
 from __future__ import annotations
@@ -80,6 +82,7 @@ from transforms.errors import AsaError, EndpointConfigError, JobConfigError  # n
 EXIT_BAD_JOB = 2
 EXIT_ENDPOINT = 3
 EXIT_ACCOUNTING = 4
+EXIT_INTERRUPTED = 130  # a second Ctrl-C (or SIGTERM) stopped a streaming job at once
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -108,6 +111,11 @@ def _parser() -> argparse.ArgumentParser:
                         help="seconds between looks at each input glob (default 1)")
     stream.add_argument("--stop-after-idle", type=_non_negative, default=None, metavar="S",
                         help="end the job once no new input file has appeared for S seconds (default: never)")
+    stream.add_argument("--checkpoint-dir", default=None, metavar="DIR",
+                        help="where the job records the files it read and the output it committed, so that "
+                             "a killed job resumes (default: DIR of the first output/checkpoint)")
+    stream.add_argument("--no-checkpoint", action="store_true",
+                        help="no checkpoint: a restarted job reads every file again")
     for name, helptext in (("check", "parse and bind the job; read no data"),
                            ("explain", "print the plan and the PTransforms it becomes, or draw the job")):
         c = sub.add_parser(name, help=helptext, parents=[verbose])
@@ -180,6 +188,17 @@ def _non_negative(text: str) -> float:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    from pipelines.signals import interruptible
+
+    with interruptible():  # also when started with SIGINT ignored (``asa-beam ... &`` in a script)
+        try:
+            return _main(argv)
+        except KeyboardInterrupt:
+            print("asa-beam: interrupted", file=sys.stderr, flush=True)
+            return EXIT_INTERRUPTED
+
+
+def _main(argv: list[str]) -> int:
     if argv and argv[0] == "serve-model":
         from pipelines.serving.server import main as serve_main
 
@@ -244,13 +263,14 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
-    from pipelines.run import Streaming, check_inputs, format_summary, run_job
+    from pipelines.run import Streaming, check_inputs, format_summary, run_job, run_streaming_job
 
     job = _load(args)
     job.check()  # every configuration problem before any data is read
     for note in job.notes:
         print(f"asa-beam: note: {note}", file=sys.stderr)
-    streaming = Streaming(args.poll_interval, args.stop_after_idle) if args.streaming else None
+    checkpoint_dir = False if args.no_checkpoint else args.checkpoint_dir
+    streaming = Streaming(args.poll_interval, args.stop_after_idle, checkpoint_dir) if args.streaming else None
     check_inputs(job, streaming)
     from pipelines.progress import ProgressLine
 
@@ -259,12 +279,23 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
     if streaming is None:
         summary = run_job(job, beam_args, **run_options)
     else:
+        def resuming(checkpoint, pending):
+            files = ", ".join(f"{n} files of {name}" for name, n in pending.items())
+            print(f"asa-beam: resuming from the checkpoint {checkpoint.directory}: reading again {files} "
+                  "whose results may not all be written (rows already written are not written again)",
+                  file=sys.stderr, flush=True)
+
         watched = ", ".join(f"{n} ({s.path})" for n, s in job.inputs.items() if not s.options.get("reference"))
         idle = "" if args.stop_after_idle is None else f"; ends after {args.stop_after_idle:g} s without new files"
-        print(f"asa-beam: streaming: watching {watched} every {args.poll_interval:g} s{idle}; "
-              "Ctrl-C drains the job", file=sys.stderr, flush=True)
-        with _drain_on_interrupt():
-            summary = run_job(job, beam_args, streaming, **run_options)
+        try:
+            with _drain_on_interrupt():
+                print(f"asa-beam: streaming: watching {watched} every {args.poll_interval:g} s{idle}; "
+                      "Ctrl-C drains the job", file=sys.stderr, flush=True)
+                summary = run_streaming_job(job, beam_args, streaming, on_resume=resuming, **run_options)
+        except KeyboardInterrupt:
+            print("asa-beam: stopped at once; open windows were not emitted. The next run with the same "
+                  "checkpoint reads their files again", file=sys.stderr, flush=True)
+            return EXIT_INTERRUPTED
     if not args.quiet:
         print(format_summary(job, summary))
     if args.report:

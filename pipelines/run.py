@@ -18,6 +18,7 @@ from pipelines.progress import ProgressLine
 from pipelines.runners import make_runner, pipeline_options
 from transforms.errors import JobConfigError
 from transforms.functions.azureml import find_endpoint_error
+from transforms.io.checkpoint import Checkpoint, CheckpointError, open_checkpoint
 from transforms.io.paths import blob_folder, is_blob
 from transforms.io.watch import Watch
 from transforms.operators.accounting import CountDeadLetters, CountRows, Ledger, value
@@ -41,12 +42,23 @@ class RunSummary:
 
 @dataclass(frozen=True)
 class Streaming:
-    """``asa-beam run --streaming``: stream inputs are watched globs (``transforms.io.watch``)."""
+    """``asa-beam run --streaming``: stream inputs are watched globs (``transforms.io.watch``).
+
+    The job is crash-safe (``transforms.io.checkpoint``): its checkpoint is ``checkpoint_dir``,
+    by default ``checkpoint`` beside the first output (``default_checkpoint_dir``);
+    ``checkpoint_dir=False`` runs without one (``--no-checkpoint``).
+    """
 
     poll_interval_s: float = 1.0
     stop_after_idle_s: float | None = None  # None: run until drained (Ctrl-C) or cancelled
+    checkpoint_dir: str | bool | None = None
 
-    def watch(self, job: Job) -> Watch:
+    def checkpoint_path(self, job: Job) -> str | None:
+        if self.checkpoint_dir is False:
+            return None
+        return str(self.checkpoint_dir) if self.checkpoint_dir else default_checkpoint_dir(job)
+
+    def watch(self, job: Job, checkpoint: Checkpoint | None = None, name: str | None = None) -> Watch:
         # The source's watermark trails arrival by the query's tolerances, so an event that the
         # late-arrival policy keeps is never behind it (late_arrival_seconds -1: wait indefinitely).
         o = job.event_ordering
@@ -56,7 +68,34 @@ class Streaming:
         buffering = [getattr(getattr(fn, "config", None), "max_buffering_s", 0.0)
                      for fn in job.functions() if fn.alias.lower() in used]
         grace = max(buffering, default=0.0) + self.poll_interval_s if any(buffering) else 0.0
-        return Watch(self.poll_interval_s, self.stop_after_idle_s, lag, grace)
+        log = checkpoint.input_log(name) if checkpoint is not None and name is not None else None
+        return Watch(self.poll_interval_s, self.stop_after_idle_s, lag, grace, checkpoint=log)
+
+
+def default_checkpoint_dir(job: Job) -> str:
+    """``<directory of the first output>/checkpoint``; for an output in blob storage, ``checkpoint``
+    beside the job file (the checkpoint is local: it is locked and fsync'ed)."""
+    first = next(iter(job.outputs.values()))
+    if "://" in first.path:
+        return str(job.base_dir / "checkpoint")
+    directory = os.path.dirname(first.path.split("{", 1)[0])  # above a path pattern's {date}/{field} folders
+    return os.path.join(directory or ".", "checkpoint")
+
+
+def job_identity(job: Job) -> str:
+    """What a checkpoint's replay depends on: the query, inputs, outputs and event ordering (a hash;
+    function settings, which may hold keys, are left out)."""
+    import hashlib
+    import json
+
+    def specs(d):
+        return sorted((n.lower(), s.path, s.format, sorted((k, str(v)) for k, v in s.options.items()))
+                      for n, s in d.items())
+
+    o = job.event_ordering
+    text = json.dumps([job.query, specs(job.inputs), specs(job.outputs), job.dead_letter.path,
+                       job.dead_letter.format, [o.late_arrival_s, o.out_of_order_s, o.policy]])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def check_inputs(job: Job, streaming: Streaming | None = None) -> None:
@@ -92,8 +131,10 @@ def _check_blob(path: str, what: str, must_match: bool) -> None:
         raise JobConfigError(str(e)) from None
 
 
-def build_pipeline(job: Job, pipeline: beam.Pipeline, streaming: Streaming | None = None) -> Ledger:
-    """Add the job's transforms to ``pipeline``; with ``streaming``, stream inputs are watched.
+def build_pipeline(job: Job, pipeline: beam.Pipeline, streaming: Streaming | None = None,
+                   checkpoint: Checkpoint | None = None) -> Ledger:
+    """Add the job's transforms to ``pipeline``; with ``streaming``, stream inputs are watched
+    (and, with ``checkpoint``, logged and replayed; outputs deduplicated after a restart).
 
     Returns the row-accounting ledger: the query's balances (per step) plus the job's: each
     input's rows read = rows entering the query, each output's rows = rows written, and dead
@@ -108,7 +149,7 @@ def build_pipeline(job: Job, pipeline: beam.Pipeline, streaming: Streaming | Non
         spec = next(s for n, s in job.inputs.items() if n.lower() == name.lower())
         options = {k: v for k, v in spec.options.items() if k != "reference"}
         if streaming is not None and not spec.options.get("reference"):
-            options["watch"] = streaming.watch(job)  # reference data stays a bounded read
+            options["watch"] = streaming.watch(job, checkpoint, name)  # reference data stays a bounded read
         out = pipeline | f"Read {name}" >> ReadRows(spec.path, spec.format, name=name, **options)
         sources[name] = out["rows"]
         read_failed.append(out["failed"] | f"Count dead letters of {name}" >> beam.ParDo(
@@ -126,13 +167,17 @@ def build_pipeline(job: Job, pipeline: beam.Pipeline, streaming: Streaming | Non
         kwargs = dict(spec.options)
         if columns is not None and spec.format == "csv":
             kwargs.setdefault("columns", list(columns))
+        if checkpoint is not None:
+            kwargs["checkpoint"] = checkpoint.output_log(f"output.{name}")
         counted = pcoll | f"Count {name}" >> beam.ParDo(
             CountRows(f"query.output.{name}.rows", live=f"rows_written.{name}"))
         counted | f"Write {name}" >> WriteRows(spec.path, spec.format, name=name, **kwargs)
         ledger.balance(f"output {name}", "rows", ledger.outputs[name], [("written", f"output.{name}.rows")])
     failed = (*read_failed, outputs.failed) | "All dead letters" >> beam.Flatten()
-    failed | "Write dead letters" >> WriteDeadLetters(job.dead_letter.path, job.dead_letter.format, **{
-        k: v for k, v in job.dead_letter.options.items() if k in ("date_format", "time_format")})
+    failed | "Write dead letters" >> WriteDeadLetters(
+        job.dead_letter.path, job.dead_letter.format,
+        checkpoint=checkpoint.output_log("dead_letters") if checkpoint is not None else None, **{
+            k: v for k, v in job.dead_letter.options.items() if k in ("date_format", "time_format")})
     produced = [f"input.{n}.dead" for n in plan.inputs] + [
         d for r in ledger.steps.values() for d in r.dead]
     ledger.balance("dead letters", "rows", produced, [("written", "dead_letter.*")])
@@ -148,12 +193,13 @@ def _static_columns(job: Job, output: str) -> tuple[str, ...] | None:
 
 def run_job(job: Job, beam_args: Sequence[str] = (), streaming: Streaming | None = None, *,
             workers: int = 1, allow_unsafe_runner: bool = False, progress: ProgressLine | None = None,
-            verbose: bool = False) -> RunSummary:
+            verbose: bool = False, checkpoint: Checkpoint | None = None) -> RunSummary:
     """Runs the job and checks its row accounting. ``workers`` > 1: that many SDK worker
-    processes (Beam's FnApiRunner, multi-process); ``progress``: a live progress line."""
+    processes (Beam's FnApiRunner, multi-process); ``progress``: a live progress line;
+    ``checkpoint``: a crash-safe streaming job's (see ``run_streaming_job``)."""
     options = pipeline_options(beam_args, streaming=streaming is not None, workers=workers, verbose=verbose)
     pipeline = beam.Pipeline(runner=make_runner(options, allow_unsafe_runner), options=options)
-    ledger = build_pipeline(job, pipeline, streaming)
+    ledger = build_pipeline(job, pipeline, streaming, checkpoint)
     started = time.monotonic()
     try:
         with contextlib.ExitStack() as stack:
@@ -172,6 +218,31 @@ def run_job(job: Job, beam_args: Sequence[str] = (), streaming: Streaming | None
     summary.ledger = ledger
     if summary.metrics_available:
         summary.imbalances = [m.message() for m in ledger.check(summary.counters)]
+    return summary
+
+
+def run_streaming_job(job: Job, beam_args: Sequence[str], streaming: Streaming, on_resume=None,
+                      **run_options) -> RunSummary:
+    """``run_job`` for a crash-safe streaming job (``transforms.io.checkpoint``): locks the checkpoint,
+    tells ``on_resume(checkpoint, {input: files to replay})`` when a crashed run is resumed, and
+    records the clean end (a new epoch) once the pipeline has finished normally. Without a
+    checkpoint (``Streaming(checkpoint_dir=False)``) it is ``run_job``; ``run_options`` go to ``run_job``."""
+    path = streaming.checkpoint_path(job)
+    if path is None:
+        return run_job(job, beam_args, streaming, **run_options)
+    identity = job_identity(job)
+    try:
+        checkpoint, lock = open_checkpoint(path, identity)
+    except CheckpointError as e:
+        raise JobConfigError(str(e)) from None
+    try:
+        pending = checkpoint.pending()
+        if pending and on_resume is not None:
+            on_resume(checkpoint, pending)
+        summary = run_job(job, beam_args, streaming, checkpoint=checkpoint, **run_options)
+        checkpoint.finish(identity)  # every window emitted, every output file committed
+    finally:
+        lock.release()
     return summary
 
 
@@ -202,6 +273,7 @@ def format_summary(job: Job, summary: RunSummary) -> str:
     for name in job.plan().output_names():
         spec = next(s for n, s in job.outputs.items() if n.lower() == name.lower())
         lines.append(f"  written  {name}: {summary.counters.get(f'output.{name}.rows', 0)} rows -> {spec.path}-*")
+    lines += _resumed_lines(summary)
     filtered = sum(v for k, v in summary.counters.items() if k.startswith("step.") and k.endswith(".filtered"))
     lines.append(f"  filtered by the query: {filtered} rows")
     dead = summary.prefixed("dead_letter.")
@@ -226,6 +298,17 @@ def format_summary(job: Job, summary: RunSummary) -> str:
         lines.append("  ROW ACCOUNTING FAILED (rows lost or duplicated without a trace):")
         lines += [f"    {m}" for m in summary.imbalances]
     return "\n".join(lines)
+
+
+def _resumed_lines(summary: RunSummary) -> list[str]:
+    """After a restart: rows the replay recomputed that an earlier run had already written
+    (counted in ``written`` above, not written again)."""
+    already = {k.split(".")[1]: v for k, v in summary.counters.items()
+               if k.startswith("output.") and k.endswith(".already_written") and v}
+    if not already:
+        return []
+    parts = ", ".join(f"{n} {name.replace('dead_letters', 'dead letters')}" for name, n in sorted(already.items()))
+    return [f"  resumed: already written before the restart, not written again: {parts} rows"]
 
 
 def step_counts(ledger: Ledger, counters: dict[str, int]) -> list[dict[str, Any]]:

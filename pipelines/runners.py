@@ -35,10 +35,11 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.runners.runner import PipelineRunner
 from apache_beam.transforms import PTransform, Windowing, window
 from apache_beam.transforms.environments import SubprocessSDKEnvironment
+from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Timestamp
 
 from transforms.errors import JobConfigError
-from transforms.io.watch import WatchFiles, WatchState, poll, should_end
+from transforms.io.watch import WatchFiles, WatchState, next_files, should_end, start_watch
 
 _DIRECT_NAMES = {None, "direct", "directrunner", "switchingdirectrunner"}
 
@@ -57,6 +58,7 @@ class LocalDirectRunner(SwitchingDirectRunner):
             # windows and triggers as (real) time passes.
             pipeline.replace_all([_LocalWatchOverride()])
             _count_metrics_of_every_bundle()
+            _hold_watermarks_for_timers()
             return BundleBasedDirectRunner().run_pipeline(pipeline, options)
         return super().run_pipeline(pipeline, options)
 
@@ -242,6 +244,53 @@ def _count_metrics_of_every_bundle() -> None:
     executor.TransformExecutor.call = call_with_fresh_metrics
 
 
+_END_OF_TIME = window.GlobalWindow().max_timestamp()
+
+
+def _hold_watermarks_for_timers() -> None:
+    """Makes Beam 2.77's BundleBasedDirectRunner hold a step's output watermark for its event-time timers.
+
+    That runner advances a stateful step's output watermark as soon as its input watermark
+    moves, before the timers this makes due have fired, so rows a timer emits (LAG/LAST/ISFIRST
+    results, LEFT OUTER misses, session ends) can reach a downstream window after it closed:
+    they were dropped, or fired the window a second time. Beam's Java runners hold the output
+    watermark at the earliest pending timer; this does the same for user timers: a stateful
+    step's output watermark stays below every event-time timer still set in its keyed state (a
+    timer leaves the state in the commit that also hands its output rows to the next step, where
+    they hold that step's input watermark as pending elements).
+    """
+    from apache_beam.runners.direct import watermark_manager as wm
+    from apache_beam.utils.timestamp import TIME_GRANULARITY
+
+    # Timers at the end of the global window (GroupIntoBatches' final flush) are not held for:
+    # that runner ends the pipeline without firing them once every watermark is final, and a
+    # hold would stall it instead (the watch's drain grace lets such batches leave earlier).
+    refresh = wm._TransformWatermarks.refresh
+    if getattr(refresh, "holds_for_timers", False):
+        return
+
+    def refresh_holding_for_timers(self) -> bool:
+        with self._lock:
+            earliest = None
+            for state in list(self._keyed_states.values()):
+                for timers in list(getattr(state, "timers", {}).values()):
+                    for (name, domain, _), ts in list(timers.items()):
+                        # User timers only: a GroupByKey's trigger timers are Beam's own, and it
+                        # hands their output on correctly (holding for them stalls late firings).
+                        if (domain == TimeDomain.WATERMARK and name.startswith("user/") and ts < _END_OF_TIME
+                                and (earliest is None or ts < earliest)):
+                            earliest = ts
+            key = "asa-beam: earliest timer"
+            if earliest is None:
+                self._keyed_earliest_holds.pop(key, None)
+            else:
+                self._keyed_earliest_holds[key] = earliest - TIME_GRANULARITY
+        return refresh(self)
+
+    refresh_holding_for_timers.holds_for_timers = True
+    wm._TransformWatermarks.refresh = refresh_holding_for_timers
+
+
 # -- WatchFiles as a native source of the BundleBasedDirectRunner ------------------------------
 
 
@@ -282,25 +331,25 @@ class _WatchFilesEvaluator(_TransformEvaluator):
         state = self._state
         now = time.time()
         if state is None:
-            state = WatchState(started=now)
+            state = start_watch(watch, now)  # with a checkpoint: the files to replay first
         elif state.next_poll > now:
             time.sleep(state.next_poll - now)  # as Beam's Pub/Sub evaluator blocks in its pull
             now = time.time()
-        ready = poll(watch.pattern, state, now) if state.finishing_since is None else []
+        ready = next_files(watch, state, now)  # (metadata, arrival); replayed files keep theirs
         state.next_poll = now + watch.poll_interval_s
-        arrival = Timestamp.of(now)
+        arrival = Timestamp.of(min([now, *(a for _, a in ready)]))
         bundles = []
         if ready:
             bundle = self._evaluation_context.create_bundle(next(iter(self._outputs)))
-            for metadata in ready:
-                bundle.output(window.GlobalWindows.windowed_value(metadata, timestamp=arrival))
+            for metadata, arrived in ready:
+                bundle.output(window.GlobalWindows.windowed_value(metadata, timestamp=Timestamp.of(arrived)))
             bundles.append(bundle)
         if should_end(watch, state, now):
             return TransformResult(self, bundles, [], None, {None: None})
         again = self._evaluation_context.create_bundle(pvalue.PBegin(self._applied_ptransform.transform.pipeline))
         again.add(window.GlobalWindows.windowed_value(state, timestamp=arrival))
         lag = watch.watermark_lag_s
-        hold = MIN_TIMESTAMP if lag is None else Timestamp.of(now - lag)
+        hold = MIN_TIMESTAMP if lag is None else Timestamp.of(arrival.micros / 1e6 - lag)
         return TransformResult(self, bundles, [again], None, {None: hold})
 
 

@@ -177,7 +177,8 @@ def _tail(path: Path, lines: int = 30) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``asa-beam serve-model [--port N] [--style records|arrays]``: serve until Ctrl-C."""
+    """``asa-beam serve-model [--port N] [--style records|arrays]``: serve until Ctrl-C, SIGINT or SIGTERM
+    (exit 0 after stopping the server; see ``pipelines.signals`` for the background case)."""
     parser = argparse.ArgumentParser(
         prog="asa-beam serve-model",
         description="Serve the bundled taxi-fare model with the Azure ML inference server.")
@@ -190,6 +191,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-dir", default=None, help="where the trained model is cached "
                                                           "(default $ASA_BEAM_CACHE or ~/.cache/asa-beam)")
     args = parser.parse_args(argv)
+    from pipelines.signals import interruptible
+
+    with interruptible():  # Ctrl-C, kill -INT (even when started with SIGINT ignored) and SIGTERM stop it
+        return _serve(args)
+
+
+def _serve(args: argparse.Namespace) -> int:
     print(f"Preparing the taxi-fare model (cache: {taxi.model_path(args.cache_dir)}) ...", flush=True)
     endpoint = LocalEndpoint(style=args.style, port=args.port or None, host=args.host, cache_dir=args.cache_dir,
                              workers=args.workers, log="-", quiet=False)
@@ -200,14 +208,19 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         endpoint.stop()
+        print("Stopped before the server was ready.", flush=True)
         return 130
     print(f"Serving the taxi-fare model ({args.style} style)\n"
           f"  scoring URL: {endpoint.url}\n  swagger:     {endpoint.swagger_url}\n"
           f"Job file:\n  functions:\n    score:\n      type: azureml\n      endpoint: {endpoint.url}\n"
           "Press Ctrl-C to stop.", flush=True)
     try:
-        return endpoint.wait()
+        code = endpoint.wait()
+        print(f"The inference server exited by itself with code {code}.", file=sys.stderr, flush=True)
+        return code
     except KeyboardInterrupt:
+        endpoint.stop()
+        print(f"Stopped the inference server on {endpoint.base_url}.", flush=True)
         return 0
     finally:
         endpoint.stop()

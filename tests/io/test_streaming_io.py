@@ -241,3 +241,157 @@ def test_watched_json_read_drops_a_bom_and_dead_letters_invalid_utf8_as_batch_do
     rows, failed, count = run_watched_read(str(src / "*.json"), "json", lambda: None)
     assert sorted(r["id"] for r in rows) == [3, 4] and count == 2
     assert [(d.reason, d.raw) for d in failed] == [("malformed_json", '{"id": "\ufffd\ufffd"}')]
+
+
+# -- crash safety: the checkpoint ----------------------------------------------------------------
+
+
+def test_arrival_log_is_written_before_files_are_emitted_and_replayed_with_their_arrival_times(tmp_path):
+    from transforms.io.checkpoint import open_checkpoint
+    from transforms.io.watch import next_files, start_watch
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.json").write_text("{}\n")
+    checkpoint, lock = open_checkpoint(tmp_path / "ckpt", "job")
+    watch = WatchFiles(str(tmp_path / "in" / "*.json"), checkpoint=checkpoint.input_log("trips"))
+    state = start_watch(watch, now=100.0)
+    assert next_files(watch, state, now=100.0) == []  # settling
+    [(meta, arrival)] = next_files(watch, state, now=101.0)
+    assert (Path(meta.path).name, arrival) == ("a.json", 101.0)
+    lines = (tmp_path / "ckpt" / "inputs" / "trips.jsonl").read_text().splitlines()
+    assert [json.loads(x)["arrival"] for x in lines] == [101.0]  # on disk when the file is emitted
+    lock.release()
+
+    # "Killed" here; a crash while logging the next file leaves half a line.
+    with open(tmp_path / "ckpt" / "inputs" / "trips.jsonl", "a") as f:
+        f.write('{"epoch": 0, "path": "/x/b.js')
+    (tmp_path / "in" / "b.json").write_text("{}\n")
+    checkpoint, lock = open_checkpoint(tmp_path / "ckpt", "job")
+    assert checkpoint.pending() == {"trips": 1}
+    watch = WatchFiles(str(tmp_path / "in" / "*.json"), checkpoint=checkpoint.input_log("trips"))
+    state = start_watch(watch, now=200.0)
+    replayed = next_files(watch, state, now=200.0)  # a.json again, with its first arrival time
+    assert [(Path(m.path).name, a) for m, a in replayed] == [("a.json", 101.0)]
+    assert [(Path(m.path).name, a) for m, a in next_files(watch, state, now=201.0)] == [("b.json", 201.0)]
+    records = [json.loads(x) for x in (tmp_path / "ckpt" / "inputs" / "trips.jsonl").read_text().splitlines()]
+    assert [(Path(r["path"]).name, r["arrival"]) for r in records] == [("a.json", 101.0), ("b.json", 201.0)]
+
+    # A clean end: both files are done; a new run neither replays nor reads them again.
+    checkpoint.finish("job")
+    lock.release()
+    checkpoint, lock = open_checkpoint(tmp_path / "ckpt", "job")
+    assert checkpoint.epoch == 1 and checkpoint.pending() == {}
+    watch = WatchFiles(str(tmp_path / "in" / "*.json"), checkpoint=checkpoint.input_log("trips"))
+    state = start_watch(watch, now=300.0)
+    assert next_files(watch, state, now=300.0) == [] and next_files(watch, state, now=301.0) == []
+    lock.release()
+
+
+def test_a_checkpoint_is_used_by_one_job_at_a_time_and_not_resumed_by_a_different_job(tmp_path):
+    from transforms.io.checkpoint import Arrival, CheckpointError, open_checkpoint
+
+    checkpoint, lock = open_checkpoint(tmp_path, "job-1")
+    with pytest.raises(CheckpointError, match="in use by another running job"):
+        open_checkpoint(tmp_path, "job-1")
+    checkpoint.input_log("trips").append([Arrival("/in/a.json", 3, 1.0, 2.0)])
+    lock.release()
+    with pytest.raises(CheckpointError, match="different job"):
+        open_checkpoint(tmp_path, "job-2")
+    checkpoint, lock = open_checkpoint(tmp_path, "job-1")  # the same job resumes it
+    checkpoint.finish("job-1")
+    lock.release()
+    _, lock = open_checkpoint(tmp_path, "job-2")  # nothing left to resume: a new job may start
+    lock.release()
+
+
+def run_checkpointed(src: Path, out: Path, checkpoint) -> beam.runners.runner.PipelineResult:
+    p = streaming_pipeline()
+    watch = Watch(0.1, 0.6, checkpoint=checkpoint.input_log("events"))
+    rows = p | ReadRows(str(src / "*.json"), "json", "events", watch=watch)
+    rows["rows"] | WriteRows(str(out / "rows"), "json", name="rows", checkpoint=checkpoint.output_log("rows"))
+    result = p.run()
+    result.wait_until_finish()
+    return result
+
+
+def test_rows_committed_before_a_restart_are_not_written_again_and_uncommitted_ones_are(tmp_path):
+    from transforms.io.checkpoint import fingerprint, open_checkpoint
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    # Two equal rows: the committed-output log is a multiset, so both stay.
+    write_atomically(src / "a.json", _json_bytes([{"id": 1}, {"id": 1}, {"id": 2}]))
+    checkpoint, lock = open_checkpoint(tmp_path / "ckpt", "job")
+    run_checkpointed(src, out, checkpoint)  # ...and no clean end: as if killed after writing
+    lock.release()
+    assert sorted(r["id"] for r in read_output(out / "rows", "json")) == [1, 1, 2]
+    # A crash between recording a file's rows and renaming it: a sidecar whose file is missing.
+    checkpoint.output_log("rows").record(str(out / "rows-never-renamed.json"), [fingerprint({"id": 3})])
+
+    write_atomically(src / "b.json", _json_bytes([{"id": 3}]))
+    write_atomically(src / "c.json", _json_bytes([{"id": 4}, {"id": 1}]))
+    checkpoint, lock = open_checkpoint(tmp_path / "ckpt", "job")
+    assert checkpoint.pending() == {"events": 1}  # a.json is replayed: its results may be incomplete
+    result = run_checkpointed(src, out, checkpoint)
+    lock.release()
+    # a.json's rows once (not again on replay), b.json's row although a sidecar named it (its
+    # file was never committed), c.json's rows, including a third equal row.
+    assert sorted(r["id"] for r in read_output(out / "rows", "json")) == [1, 1, 1, 2, 3, 4]
+    assert counter(result, "output.rows.already_written") == 3
+    assert counter(result, "output.rows.rows") == 6  # every row this run produced is in the output
+    assert counter(result, "input.events.rows") == 6
+
+
+def test_fingerprints_identify_rows_by_value():
+    import datetime as dt
+
+    from transforms.io.checkpoint import fingerprint
+
+    when = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+    assert fingerprint({"a": 1, "t": when}) == fingerprint({"t": when, "a": 1})
+    assert fingerprint({"a": {"x": 1, "y": [1, 2]}}) == fingerprint({"a": {"y": [1, 2], "x": 1}})
+    assert len({fingerprint({"a": v}) for v in (1, 1.0, "1", True, None, [1], float("nan"))}) == 7
+
+
+def test_a_replayed_file_deleted_meanwhile_is_skipped_with_a_warning(tmp_path, caplog):
+    from transforms.io.checkpoint import Arrival, open_checkpoint
+    from transforms.io.watch import next_files, start_watch
+
+    (tmp_path / "a.json").write_text("{}\n")
+    checkpoint, lock = open_checkpoint(tmp_path / "ckpt", "job")
+    log = checkpoint.input_log("trips")
+    log.append([Arrival(str(tmp_path / "a.json"), 3, 1.0, 5.0), Arrival(str(tmp_path / "b.json"), 3, 1.0, 6.0)])
+    state = start_watch(WatchFiles(str(tmp_path / "*.json"), checkpoint=log), now=10.0)
+    files = next_files(WatchFiles(str(tmp_path / "*.json"), checkpoint=log), state, now=10.0)
+    lock.release()
+    assert [(Path(m.path).name, a) for m, a in files] == [("a.json", 5.0)]
+    assert "b.json was deleted before the job ended cleanly" in caplog.text
+
+
+def test_partitioned_streaming_output_is_not_written_again_after_a_restart(tmp_path):
+    from transforms.io.checkpoint import open_checkpoint
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    write_atomically(src / "a.json", _json_bytes([{"id": 1, "k": "a"}, {"id": 2, "k": "b"}]))
+
+    def run(checkpoint):
+        p = streaming_pipeline()
+        rows = p | ReadRows(str(src / "*.json"), "json", "events",
+                            watch=Watch(0.1, 0.6, checkpoint=checkpoint.input_log("events")))
+        rows["rows"] | WriteRows(str(out / "{k}" / "rows"), "json", name="rows",
+                                 checkpoint=checkpoint.output_log("rows"))
+        result = p.run()
+        result.wait_until_finish()
+        return result
+
+    checkpoint, lock = open_checkpoint(tmp_path / "ckpt", "job")
+    run(checkpoint)  # no clean end: as if killed after writing
+    lock.release()
+    write_atomically(src / "c.json", _json_bytes([{"id": 3, "k": "a"}]))
+    checkpoint, lock = open_checkpoint(tmp_path / "ckpt", "job")
+    result = run(checkpoint)
+    lock.release()
+    assert sorted(r["id"] for r in read_output(out / "a" / "rows", "json")) == [1, 3]
+    assert sorted(r["id"] for r in read_output(out / "b" / "rows", "json")) == [2]
+    assert counter(result, "output.rows.already_written") == 2

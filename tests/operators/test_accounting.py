@@ -6,24 +6,16 @@ from pathlib import Path
 
 import apache_beam as beam
 import pytest
-from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from transforms.functions.base import ROWS, CallInProcess
 from transforms.functions.python import PythonFunction
+from transforms.operators.accounting import counters_of
 from transforms.operators.compile import AsaQuery
 from transforms.query.lower import lower
 from transforms.query.parser import parse
 
 CORPUS = Path(__file__).parents[1] / "query" / "corpus"
-
-
-def counters_of(result) -> dict[str, int]:
-    counters: dict[str, int] = {}
-    for c in result.metrics().query(MetricsFilter().with_namespace("asa"))["counters"]:
-        value = c.committed if c.committed is not None else c.attempted
-        counters[c.key.metric.name] = counters.get(c.key.metric.name, 0) + (value or 0)
-    return counters
 
 
 def run_query(query, inputs: dict, functions=None, options=(), **kw):

@@ -45,10 +45,11 @@ class WritePartitionedFiles(beam.PTransform):
     (['rows-00000-of-00001.json'], '{"id":2,"kind":"b"}\\n')
     """
 
-    def __init__(self, sink, pattern: OutputPattern):
+    def __init__(self, sink, pattern: OutputPattern, checkpoint=None):
         super().__init__()
         self._sink = sink
         self._pattern = pattern
+        self._checkpoint = checkpoint  # streaming: a crash-safe job's OutputLog
 
     def expand(self, rows):
         keyed = rows | "Partition" >> beam.ParDo(_PartitionKey(self._pattern))
@@ -60,7 +61,7 @@ class WritePartitionedFiles(beam.PTransform):
                 | "GroupByFolder" >> beam.GroupByKey()
                 | "WriteFolders" >> beam.ParDo(_WriteFolder(self._sink))
             )
-        return keyed | "WriteBundles" >> beam.ParDo(_WriteBundleFolders(self._sink))
+        return keyed | "WriteBundles" >> beam.ParDo(_WriteBundleFolders(self._sink, self._checkpoint))
 
 
 class _PartitionKey(beam.DoFn):
@@ -100,27 +101,59 @@ class _WriteFolder(beam.DoFn):
 
 
 class _WriteBundleFolders(beam.DoFn):
-    """Streaming: the rows of a bundle → one new file per prefix, written when the bundle ends."""
+    """Streaming: the rows of a bundle → one new file per prefix, written when the bundle ends.
 
-    def __init__(self, sink):
+    With a crash-safe job's ``checkpoint`` (``transforms.io.checkpoint.OutputLog``), as
+    ``writers._WriteBundleFiles``: rows committed before a restart are not written again, and
+    each file's rows are recorded before its rename commits it.
+    """
+
+    def __init__(self, sink, checkpoint=None):
         self._sink = sink
+        self._checkpoint = checkpoint
+
+    def setup(self):
+        self._committed = self._checkpoint.committed() if self._checkpoint is not None else None
+        self._already = beam.metrics.Metrics.counter("asa", f"output.{self._sink.name}.already_written")
+        self._rows = beam.metrics.Metrics.counter("asa", self._sink.counter) if self._sink.counter else None
 
     def start_bundle(self):
         self._open: dict[str, tuple] = {}
+        self._skipped = 0
 
     def process(self, element):
         prefix, row = element
+        fp = None
+        if self._committed is not None:
+            from transforms.io.checkpoint import fingerprint
+
+            fp = fingerprint(row)
+            if self._committed.take(fp):
+                self._skipped += 1
+                return
         entry = self._open.get(prefix)
         if entry is None:
             stamp = _dt.datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
             final = f"{prefix}-{stamp}-{uuid.uuid4().hex[:8]}{self._sink.file_name_suffix.get()}"
             temp = _temporary(final)
-            entry = self._open[prefix] = (self._sink.open(temp), temp, final)
+            entry = self._open[prefix] = (self._sink.open(temp), temp, final, [])
         self._sink.write_record(entry[0], row)
+        if fp is not None:
+            entry[3].append(fp)
 
     def finish_bundle(self):
+        if self._skipped:
+            self._already.inc(self._skipped)
+            if self._rows is not None:
+                self._rows.inc(self._skipped)
+            self._skipped = 0
         entries, self._open = list(self._open.values()), {}
-        for writer, temp, final in entries:
+        for writer, temp, final, fingerprints in entries:
             self._sink.close(writer)
+            if self._checkpoint is not None:
+                from transforms.io.checkpoint import fsync_file
+
+                fsync_file(temp)
+                self._checkpoint.record(final, fingerprints)
             FileSystems.rename([temp], [final])
             yield GlobalWindows.windowed_value(final)

@@ -18,6 +18,12 @@ the pipeline finishes — when no new file has appeared for ``stop_after_idle_s`
 never), or when ``request_drain()`` is called (the CLI does on the first Ctrl-C), after
 ``drain_grace_s`` more seconds without polling (see ``should_end``).
 
+Crash safety (``checkpoint``, an ``InputLog`` of ``transforms.io.checkpoint``): each file is
+recorded in the checkpoint's arrival log, and synced to disk, *before* it is emitted; a watch
+started again first re-emits the files of the checkpoint's current epoch (those whose results
+may not all be written yet) with the arrival times they had, then polls as usual; files of
+earlier epochs are done and never read again. ``start_watch`` and ``next_files`` implement it.
+
 How it runs: on Flink, Dataflow and other portable runners ``WatchFiles`` expands to Beam's
 ``fileio.MatchContinuously`` (idle stop and drain are then the runner's: cancel or drain the
 job). Beam 2.77's local runners cannot run that splittable DoFn in real time, so asa-beam's
@@ -27,13 +33,18 @@ BundleBasedDirectRunner (``pipelines.runners``), which polls with the rules abov
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import apache_beam as beam
 from apache_beam.io import fileio
 from apache_beam.io.filesystem import FileMetadata
 from apache_beam.io.filesystems import FileSystems
+
+if TYPE_CHECKING:
+    from transforms.io.checkpoint import InputLog
 
 _drain = threading.Event()
 
@@ -59,10 +70,11 @@ class Watch:
     stop_after_idle_s: float | None = None
     watermark_lag_s: float | None = 0.0
     drain_grace_s: float = 0.0
+    checkpoint: InputLog | None = None
 
     def files(self, pattern: str) -> WatchFiles:
         return WatchFiles(pattern, self.poll_interval_s, self.stop_after_idle_s, self.watermark_lag_s,
-                          self.drain_grace_s)
+                          self.drain_grace_s, checkpoint=self.checkpoint)
 
 
 class WatchFiles(beam.PTransform):
@@ -86,6 +98,8 @@ class WatchFiles(beam.PTransform):
         stop_after_idle_s: float | None = None,
         watermark_lag_s: float | None = 0.0,
         drain_grace_s: float = 0.0,
+        *,
+        checkpoint: InputLog | None = None,
     ):
         super().__init__()
         if poll_interval_s <= 0:
@@ -97,6 +111,7 @@ class WatchFiles(beam.PTransform):
         self.stop_after_idle_s = stop_after_idle_s
         self.watermark_lag_s = watermark_lag_s
         self.drain_grace_s = drain_grace_s
+        self.checkpoint = checkpoint
 
     def to_runner_api_parameter(self, context):
         # Pickled, so the transform is still a WatchFiles after Beam's runner-API round trip
@@ -120,6 +135,7 @@ class WatchState:
     last_change: float = 0.0
     next_poll: float = 0.0
     finishing_since: float | None = None  # when the watch decided to end (it then waits drain_grace_s)
+    replay: list = field(default_factory=list)  # checkpointed Arrivals to emit again before polling
 
 
 def poll(pattern: str, state: WatchState, now: float) -> list[FileMetadata]:
@@ -169,3 +185,41 @@ def should_end(transform: WatchFiles, state: WatchState, now: float) -> bool:
             return False
         state.finishing_since = now
     return now - state.finishing_since >= transform.drain_grace_s
+
+
+def start_watch(transform: WatchFiles, now: float) -> WatchState:
+    """A watch's first state: with a checkpoint, the files it already read are known (never read
+    again) and those of the current epoch wait in ``replay``."""
+    state = WatchState(started=now)
+    if transform.checkpoint is not None:
+        done, replay = transform.checkpoint.load()
+        for a in (*done, *replay):
+            state.emitted[a.path] = (a.size, a.mtime)
+        state.replay = replay
+    return state
+
+
+def next_files(transform: WatchFiles, state: WatchState, now: float) -> list[tuple[FileMetadata, float]]:
+    """The files to emit now, each with its arrival time (seconds): first the checkpoint's replay
+    (with the arrival times they had), then the files that settled since the last poll, arriving
+    ``now``. With a checkpoint, new files are in its arrival log, on disk, before this returns."""
+    out = []
+    if state.replay:
+        for a in state.replay:
+            if FileSystems.exists(a.path):
+                out.append((FileMetadata(a.path, a.size, a.mtime), a.arrival))
+            else:  # cannot be read again: the results it had committed stay, the others are lost
+                logging.getLogger(__name__).warning(
+                    "%s was deleted before the job ended cleanly: it cannot be read again after the "
+                    "restart; keep input files until the job has ended", a.path)
+        state.replay = []
+        state.last_change = now
+    if state.finishing_since is None:
+        ready = poll(transform.pattern, state, now)
+        if ready and transform.checkpoint is not None:
+            from transforms.io.checkpoint import Arrival
+
+            transform.checkpoint.append(
+                [Arrival(m.path, m.size_in_bytes, m.last_updated_in_seconds, now) for m in ready])
+        out += [(m, now) for m in ready]
+    return out

@@ -57,6 +57,7 @@ from apache_beam.metrics import Metrics
 
 from transforms.deadletter import DeadLetter
 from transforms.io import jsoncodec
+from transforms.io.checkpoint import OutputLog
 from transforms.io.formats import _EXTENSIONS, SUFFIXES, UTC, check_format, format_from_path, to_text
 from transforms.io.paths import OutputPattern, has_tokens, normalize_path
 
@@ -70,7 +71,9 @@ class WriteRows(beam.PTransform):
 
     ``columns`` fixes the fields written, and their order (CSV header, Avro/Parquet schema);
     JSON ignores it. See the module docstring for the rules of each format. An unbounded
-    PCollection (streaming) is written as it arrives, one file per bundle (``_WriteBundleFiles``).
+    PCollection (streaming) is written as it arrives, one file per bundle (``_WriteBundleFiles``);
+    with ``checkpoint`` (an ``OutputLog``), each file's rows are recorded before it is committed
+    and rows committed before a restart are not written again (``transforms.io.checkpoint``).
 
     >>> import apache_beam as beam, tempfile, os
     >>> d = tempfile.mkdtemp()
@@ -94,8 +97,10 @@ class WriteRows(beam.PTransform):
         count_rows: bool = True,
         date_format: str | None = None,
         time_format: str | None = None,
+        checkpoint: OutputLog | None = None,
     ):
         super().__init__()
+        self._checkpoint = checkpoint
         prefix = normalize_path(prefix)
         self._prefix, self._format, self._suffix, gzip_ = _resolve_output(prefix, format, compression)
         # ASA's output path pattern ({date}, {time}, {datetime:..}, {field}): a folder per row.
@@ -116,9 +121,9 @@ class WriteRows(beam.PTransform):
         if self._pattern is not None:
             from transforms.io.partitioned import WritePartitionedFiles
 
-            return rows | "WritePartitioned" >> WritePartitionedFiles(self._sink(), self._pattern)
+            return rows | "WritePartitioned" >> WritePartitionedFiles(self._sink(), self._pattern, self._checkpoint)
         if not rows.is_bounded:
-            return rows | "WriteBundleFiles" >> beam.ParDo(_WriteBundleFiles(self._sink()))
+            return rows | "WriteBundleFiles" >> beam.ParDo(_WriteBundleFiles(self._sink(), self._checkpoint))
         if self._format == "json":
             return (
                 rows
@@ -150,11 +155,12 @@ class WriteDeadLetters(beam.PTransform):
     {"step":"input","reason":"malformed_json","message":"not JSON","raw":"{"}
     """
 
-    def __init__(self, prefix: str, format: str = "json", num_shards: int = 0, **path_formats):
+    def __init__(self, prefix: str, format: str = "json", num_shards: int = 0, *,
+                 checkpoint: OutputLog | None = None, **path_formats):
         super().__init__()
         # path_formats: date_format / time_format of a path pattern, as for WriteRows.
         self._write = WriteRows(prefix, format, name="dead_letters", num_shards=num_shards, count_rows=False,
-                                **path_formats)
+                                checkpoint=checkpoint, **path_formats)
 
     def expand(self, dead_letters):
         return dead_letters | "CountByReason" >> beam.ParDo(_CountDeadLetters()) | self._write
@@ -219,15 +225,39 @@ class _WriteBundleFiles(beam.DoFn):
     none can be dropped as late. A file is written under a hidden temporary name and renamed,
     so a reader globbing the prefix never sees it half-way, and a retried bundle leaves no
     partial file.
+
+    With a checkpoint (``OutputLog``) the rename is the commit of a crash-safe job: the file is
+    synced to disk and its rows' fingerprints recorded in the checkpoint first; a row whose
+    fingerprint is among those committed before a restart is dropped instead of written (one
+    copy of the committed multiset per row), and counted as ``output.<name>.already_written``
+    (and in ``output.<name>.rows``: it is in the output).
     """
 
-    def __init__(self, sink: _RowSink):
+    def __init__(self, sink: _RowSink, checkpoint: OutputLog | None = None):
         self._sink = sink
+        self._checkpoint = checkpoint
+
+    def setup(self):
+        # Loaded before this writer commits anything, so the multiset is the rows of earlier runs.
+        self._committed = self._checkpoint.committed() if self._checkpoint is not None else None
+        name = self._sink.name
+        self._already = Metrics.counter("asa", f"output.{name}.already_written")
+        self._rows = Metrics.counter("asa", self._sink.counter) if self._sink.counter else None
 
     def start_bundle(self):
         self._writer = None
+        self._fingerprints: list[str] = []
+        self._skipped = 0
 
     def process(self, row):
+        if self._committed is not None:
+            from transforms.io.checkpoint import fingerprint
+
+            fp = fingerprint(row)
+            if self._committed.take(fp):
+                self._skipped += 1
+                return
+            self._fingerprints.append(fp)
         if self._writer is None:
             from apache_beam.io.filesystems import FileSystems
 
@@ -240,6 +270,11 @@ class _WriteBundleFiles(beam.DoFn):
         self._sink.write_record(self._writer, row)
 
     def finish_bundle(self):
+        if self._skipped:
+            self._already.inc(self._skipped)
+            if self._rows is not None:
+                self._rows.inc(self._skipped)
+            self._skipped = 0
         if self._writer is None:
             return
         from apache_beam.io.filesystems import FileSystems
@@ -247,6 +282,11 @@ class _WriteBundleFiles(beam.DoFn):
 
         writer, self._writer = self._writer, None
         self._sink.close(writer)
+        if self._checkpoint is not None:
+            from transforms.io.checkpoint import fsync_file
+
+            fsync_file(self._temp)  # the rename below must not commit a file a power cut can empty
+            self._checkpoint.record(self._final, self._fingerprints)
         FileSystems.rename([self._temp], [self._final])
         yield GlobalWindows.windowed_value(self._final)
 

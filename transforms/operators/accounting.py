@@ -104,6 +104,18 @@ class Ledger:
         return bad
 
 
+def counters_of(result) -> dict[str, int]:
+    """The ``asa`` counters of a finished pipeline result, by name (summed over steps), as
+    ``Ledger.check`` takes them: ``ledger.check(counters_of(pipeline.run()))``."""
+    from apache_beam.metrics.metric import MetricsFilter
+
+    counters: dict[str, int] = {}
+    for c in result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]:
+        v = c.committed if c.committed is not None else c.attempted
+        counters[c.key.metric.name] = counters.get(c.key.metric.name, 0) + (v or 0)
+    return counters
+
+
 def value(counters: Mapping[str, int], name: str) -> int:
     """A counter's value; ``prefix.*`` is the sum of the counters under ``prefix.``; missing is 0."""
     if name.endswith(".*"):

@@ -48,8 +48,9 @@ partition processes everything at the end. With several PARTITION BY groups each
 an id, every group emits its values for that id, and a second stateful step keyed by the id
 merges them back onto the row (order-insensitive, so it does not depend on watermarks).
 Late events (behind the watermark) are evaluated against the partition's current history.
-Timers and the Python streaming DirectRunner: see ``transforms.operators.joins`` (the runner holds
-no watermark for timers, so rows emitted by a timer can be late for a window downstream).
+Timers and the Python streaming DirectRunner: see ``transforms.operators.joins`` (asa-beam's local
+runner holds a stateful step's watermark below its pending timers, so rows a timer emits are on
+time for a window downstream).
 """
 
 from __future__ import annotations

@@ -39,10 +39,11 @@ same. Late rows (behind the watermark) are joined with whatever is still in stat
 
 Timers fire "once the watermark passes" their time. Beam's Java-based runners fire a timer at
 T when the watermark is beyond T and hold the output watermark at T, so a miss emitted at T is
-on time downstream. Python's local streaming DirectRunner fires at watermark == T and holds
-nothing: there, a right row stamped exactly at the current watermark can arrive after the
-miss of a left row whose bound ends there, and rows a timer emits may be late for a window
-downstream.
+on time downstream. Python's local streaming DirectRunner fires at watermark == T and, by
+itself, holds nothing; asa-beam's ``LocalDirectRunner`` adds the hold (``pipelines.runners``:
+a stateful step's output watermark stays below its pending event-time timers), so rows a timer
+emits are on time for a window downstream. A right row stamped exactly at the current watermark
+can still arrive after the miss of a left row whose bound ends there.
 """
 
 from __future__ import annotations

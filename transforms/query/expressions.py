@@ -23,6 +23,7 @@ from transforms.query.plan import AnyFieldRef, BuiltinCall, FieldRef, HiddenRef,
 
 _BINARY = {
     "+": "_add", "-": "_sub", "*": "_mul", "/": "_div", "%": "_mod",
+    "&": "_band", "|": "_bor", "^": "_bxor",
     "=": "_eq", "!=": "_ne", "<": "_lt", "<=": "_le", ">": "_gt", ">=": "_ge",
     "and": "_and", "or": "_or",
 }
@@ -36,6 +37,7 @@ _HELPERS = {
     "_merge": runtime.merge_star, "_mergerec": runtime.merge_record,
     "_any": runtime.any_field, "_truth": runtime.truth, "_nn": runtime.call_nn,
     "_cast": types.cast, "_try_cast": types.try_cast,
+    "_band": runtime.bit_and, "_bor": runtime.bit_or, "_bxor": runtime.bit_xor, "_bnot": runtime.bit_not,
 }
 
 
@@ -107,6 +109,8 @@ class _Generator:
                     return f"_not({self.expr(x)})"
                 if op == "-":
                     return f"_neg({self.expr(x)})"
+                if op == "~":
+                    return f"_bnot({self.expr(x)})"
                 return self.expr(x)
             case ast.Binary(op=op, left=a, right=b):
                 return f"{_BINARY[op]}({self.expr(a)}, {self.expr(b)})"

@@ -299,7 +299,8 @@ class Parser:
         expr = self.expr()
         alias = None
         if self.accept_kw("as"):
-            alias = self.name("a column name after AS")
+            # AS 'name' is accepted too (Microsoft's JSON-parsing page: V.smValue AS 'smVersion').
+            alias = self.advance().text if self.tok.kind == "string" else self.name("a column name after AS")
         elif self.tok.kind in ("ident", "qident"):
             alias = self.advance().text
         return ast.SelectItem(expr, alias, self.pos(t))
@@ -420,7 +421,8 @@ class Parser:
 
     def additive(self) -> ast.Expr:
         left = self.multiplicative()
-        while (t := self.accept_op("+", "-", "||")) is not None:
+        # & ^ | (bitwise) bind like + and -, as in T-SQL, whose operator precedence ASA follows.
+        while (t := self.accept_op("+", "-", "||", "&", "^", "|")) is not None:
             left = ast.Binary("+" if t.text == "||" else t.text, left, self.multiplicative(), self.pos(t))
         return left
 
@@ -431,6 +433,8 @@ class Parser:
         return left
 
     def unary(self) -> ast.Expr:
+        if (t := self.accept_op("~")) is not None:
+            return ast.Unary("~", self.unary(), self.pos(t))
         if (t := self.accept_op("-", "+")) is not None:
             self.enter()
             try:
@@ -491,6 +495,12 @@ class Parser:
         if t.is_keyword("left", "right") and self.peek().is_op("("):
             self.advance()
             return self.call(t.text.upper(), None, p)
+        if t.kind == "qident" and t.quote == '"' and not self.peek().is_op(".", "("):
+            # ASA reads "text" standing alone in an expression as a string: Microsoft's examples
+            # ("Alert : Sensor above threshold" AS AlertMessage, WHEN Make = "Make1" THEN "A")
+            # output the text. As an alias, or before '.'/'(', it stays a quoted name.
+            self.advance()
+            return ast.Literal(t.text, p)
         if t.kind in ("ident", "qident"):
             return self.name_or_call()
         if t.is_op("*"):

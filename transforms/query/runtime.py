@@ -207,6 +207,44 @@ def neg(a: Any) -> Any:
     return _check_int(-a)
 
 
+# -- bitwise operators (& | ^ ~) ----------------------------------------------------------
+# ASA's bitwise-operator pages: operands are bit or bigint; bit with bit gives bit, any bigint gives
+# bigint; NULL gives NULL. Other types are row errors.
+def _bit_operands(op: str, a: Any, b: Any) -> tuple[Any, Any]:
+    for v in (a, b):
+        if not isinstance(v, int):  # bool is an int: bit
+            raise RowError("type_error", f"operator {op} takes bit or bigint, not {types.type_of(v)}")
+    return a, b
+
+
+def bit_and(a: Any, b: Any) -> Any:
+    if a is None or b is None:
+        return None
+    a, b = _bit_operands("&", a, b)
+    return a and b if isinstance(a, bool) and isinstance(b, bool) else int(a) & int(b)
+
+
+def bit_or(a: Any, b: Any) -> Any:
+    if a is None or b is None:
+        return None
+    a, b = _bit_operands("|", a, b)
+    return a or b if isinstance(a, bool) and isinstance(b, bool) else int(a) | int(b)
+
+
+def bit_xor(a: Any, b: Any) -> Any:
+    if a is None or b is None:
+        return None
+    a, b = _bit_operands("^", a, b)
+    return a != b if isinstance(a, bool) and isinstance(b, bool) else int(a) ^ int(b)
+
+
+def bit_not(a: Any) -> Any:
+    if a is None:
+        return None
+    _bit_operands("~", a, 0)
+    return not a if isinstance(a, bool) else ~a
+
+
 # -- predicates --------------------------------------------------------------------------
 @functools.lru_cache(maxsize=256)
 def like_regex(pattern: str, escape: str | None = None) -> re.Pattern[str]:

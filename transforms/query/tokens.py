@@ -26,6 +26,7 @@ class Token:
     text: str  # identifier or keyword as written, literal text, or operator
     line: int
     column: int
+    quote: str = ""  # for "qident": the opening quote, '[' or '"'
 
     def is_keyword(self, *words: str) -> bool:
         return self.kind == "keyword" and self.text.lower() in words
@@ -45,7 +46,8 @@ class Token:
         return f"'{self.text}'"
 
 
-_OPS = ("<>", "!=", "<=", ">=", "||", "=", "<", ">", "+", "-", "*", "/", "%", "(", ")", ",", ".", ";")
+_OPS = ("<>", "!=", "<=", ">=", "||", "=", "<", ">", "+", "-", "*", "/", "%", "(", ")", ",", ".", ";",
+        "&", "|", "^", "~")  # the last four: bitwise AND, OR, XOR, NOT
 
 
 def tokenize(text: str) -> list[Token]:
@@ -111,7 +113,7 @@ def tokenize(text: str) -> list[Token]:
                     break
                 buf.append(text[j])
                 j += 1
-            tokens.append(Token("qident", "".join(buf), line, col))
+            tokens.append(Token("qident", "".join(buf), line, col, c))
             i = j + 1
             continue
         if c.isdigit() or (c == "." and i + 1 < n and text[i + 1].isdigit()):
