@@ -124,11 +124,69 @@ def load_model(cache: str | os.PathLike | None = None):
 
 
 def predict(model, rows: list[dict[str, Any]]) -> list[float]:
-    """Fares for feature records (the entry scripts' shared path)."""
-    import pandas as pd
+    """Fares for feature records (the entry scripts' shared path).
 
-    frame = pd.DataFrame(rows, columns=list(FEATURES))
-    return [round(float(x), 4) for x in model.predict(frame)]
+    The bundled model gets its feature matrix built directly with numpy — the same float64
+    matrix its ColumnTransformer would build (one-hot weekday in ``WEEKDAYS`` order, then the
+    other features), so the same predictions — at a fraction of the cost of a DataFrame and
+    the transformer per request (the endpoint shares the cores with the pipeline calling it).
+    Any other model goes through a DataFrame.
+    """
+    regressor = _direct_regressor(model)
+    if regressor is None:
+        import pandas as pd
+
+        frame = pd.DataFrame(rows, columns=list(FEATURES))
+        return [round(float(x), 4) for x in model.predict(frame)]
+    return [round(float(x), 4) for x in regressor.predict(feature_matrix(rows))]
+
+
+_PASSTHROUGH = tuple(f for f in FEATURES if f != "weekday")
+_MATRIX_COLUMNS = tuple(f"weekday__weekday_{d}" for d in WEEKDAYS) + tuple(f"remainder__{f}" for f in _PASSTHROUGH)
+_DAY_INDEX = {d: i for i, d in enumerate(WEEKDAYS)}
+
+
+def feature_matrix(rows: list[dict[str, Any]]):
+    """The model's input matrix for typed feature records: one-hot weekday (all zeros for an
+    unknown day, as ``handle_unknown="ignore"``), then vendorid, pickuphour, passenger, distance."""
+    import numpy as np
+
+    n = len(rows)
+    matrix = np.zeros((n, len(_MATRIX_COLUMNS)), dtype=np.float64)
+    if n:
+        matrix[:, len(WEEKDAYS):] = np.array([[r[f] for f in _PASSTHROUGH] for r in rows], dtype=np.float64)
+        days = [(i, _DAY_INDEX.get(r["weekday"])) for i, r in enumerate(rows)]
+        known = [(i, d) for i, d in days if d is not None]
+        if known:
+            at, day = zip(*known, strict=True)
+            matrix[list(at), list(day)] = 1.0
+    return matrix
+
+
+def _direct_regressor(model):
+    """The model's final estimator when its preprocessing is exactly the one ``train_model``
+    builds (checked once per model object), else None."""
+    cached = getattr(model, "_asa_beam_direct", _UNCHECKED)
+    if cached is not _UNCHECKED:
+        return cached
+    regressor = None
+    try:
+        prep = model.named_steps["prep"]
+        onehot = prep.named_transformers_["weekday"]
+        if (tuple(prep.get_feature_names_out()) == _MATRIX_COLUMNS
+                and [list(c) for c in onehot.categories_] == [list(WEEKDAYS)]
+                and onehot.handle_unknown == "ignore" and len(model.steps) == 2):
+            regressor = model.steps[-1][1]
+    except (AttributeError, KeyError, TypeError, ValueError):
+        regressor = None
+    try:
+        model._asa_beam_direct = regressor
+    except AttributeError:
+        pass
+    return regressor
+
+
+_UNCHECKED = object()
 
 
 class InvalidRow(ValueError):

@@ -267,6 +267,18 @@ def test_record_conversion_implicit_types(records):
     assert list(got) == ["vendorid", "weekday", "pickuphour", "passenger", "distance"]
 
 
+def test_record_conversion_of_rows_already_typed(records):
+    # the common row: declared names and types; extra columns are dropped, the input is not changed
+    row = {"fare": 9.0, "distance": 2.5, "passenger": 2, "pickuphour": 8, "weekday": "Monday", "vendorid": 1}
+    got = records(row)
+    assert got == {"vendorid": 1, "weekday": "Monday", "pickuphour": 8, "passenger": 2, "distance": 2.5}
+    assert list(got) == ["vendorid", "weekday", "pickuphour", "passenger", "distance"] and "fare" in row
+    # one value of another type: converted like any other row (int 2 → 2.0 for a number column)
+    got = records(dict(row, distance=2))
+    assert got["distance"] == 2.0 and type(got["distance"]) is float
+    assert type(records(dict(row, passenger=True))["passenger"]) is int
+
+
 def test_record_conversion_case_insensitive_and_positional(records):
     row = {"VendorId": 1, "WEEKDAY": "Monday", "pickuphour": 8, "passenger": 1, "distance": 2}
     assert records(row)["vendorid"] == 1

@@ -67,3 +67,29 @@ def test_clean_record_rejects(row, message):
 def test_clean_record_accepts_strings():
     assert taxi.clean_record(0, ["2", "Friday", "17", "3", "4.5"]) == {
         "vendorid": 2, "weekday": "Friday", "pickuphour": 17, "passenger": 3, "distance": 4.5}
+
+
+def test_direct_feature_matrix_predicts_exactly_what_the_sklearn_pipeline_predicts():
+    # The reference is the fitted sklearn Pipeline itself (DataFrame → ColumnTransformer → regressor).
+    import pandas as pd
+
+    model = taxi.train_model(taxi.generate_trips(1500, seed=21))
+    rows = [taxi.clean_record(i, {k: t[k] for k in taxi.FEATURES})
+            for i, t in enumerate(taxi.generate_trips(3000, seed=22))]
+    rows += [dict(rows[0], weekday="Caturday")]  # unknown category: all-zero one-hot, as handle_unknown="ignore"
+
+    def reference(some):
+        return [round(float(x), 4) for x in model.predict(pd.DataFrame(some, columns=list(taxi.FEATURES)))]
+
+    assert taxi._direct_regressor(model) is not None  # the fast path is taken for the bundled model
+    assert taxi.predict(model, rows) == reference(rows)
+    assert taxi.predict(model, rows[:1]) == reference(rows[:1])
+
+
+def test_other_models_go_through_a_dataframe():
+    from sklearn.dummy import DummyRegressor
+    from sklearn.pipeline import Pipeline
+
+    frame_model = Pipeline([("gbr", DummyRegressor(strategy="constant", constant=7.5))])
+    frame_model.fit([[0.0] * len(taxi.FEATURES)], [7.5])
+    assert taxi._direct_regressor(frame_model) is None

@@ -345,6 +345,9 @@ def any_field(row: dict, sources: tuple[str, ...], names: tuple[str, ...]) -> An
 
 
 def strip_hidden(row: dict) -> dict:
+    # most records have no hidden column: one C-level scan of the joined keys, then a plain copy
+    if HIDDEN_PREFIX not in "".join(row):
+        return dict(row)
     return {k: v for k, v in row.items() if not k.startswith(HIDDEN_PREFIX)}
 
 

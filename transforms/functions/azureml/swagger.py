@@ -626,8 +626,44 @@ def _record_converter(schema: Any, label: str) -> Callable[[Any], Any]:
         nullable = _nullable(sub) or name not in required
         fields.append((name, name.lower(), conv, name in required, nullable))
     names = tuple(f[0] for f in fields)
+    # The common row already holds every column under its declared name with the declared
+    # Python type: (name, exact type, integer bounds) lets it be copied without a call per value;
+    # anything else (other names, types, NULL, out of range) takes the general path below.
+    exact = []
+    for name, sub in props.items():
+        sub = sub if isinstance(sub, dict) else {}
+        asa = _asa_type(sub)
+        if asa == types.BIGINT:
+            bounds = (-(2**31), 2**31 - 1) if sub.get("format") == "int32" else (types.INT64_MIN, types.INT64_MAX)
+            exact.append((name, int, bounds))
+        elif asa == types.FLOAT:
+            exact.append((name, float, None))
+        elif asa == types.NVARCHAR:
+            exact.append((name, str, None))
+        else:
+            exact = None
+            break
+
+    def fast(v: dict):
+        """The converted row, or None when some value needs the general path."""
+        out = {}
+        for name, t, bounds in exact:
+            x = v.get(name)
+            if type(x) is not t:
+                return None
+            if bounds is not None:
+                if not bounds[0] <= x <= bounds[1]:
+                    return None
+            elif t is float and not math.isfinite(x):
+                return None
+            out[name] = x
+        return out
 
     def convert(v):
+        if exact is not None and type(v) is dict:
+            out = fast(v)
+            if out is not None:
+                return out
         if isinstance(v, (list, tuple)):  # positional: an array with one value per column
             if len(v) != len(fields):
                 raise _Mismatch(f"{label} expects a record of {len(fields)} columns ({', '.join(names)}), "
