@@ -51,3 +51,16 @@ def read_output(prefix: Path, fmt: str) -> list[dict]:
         else:
             rows += pq.read_table(name).to_pylist()
     return rows
+
+
+def write_streaming_job(tmp_path: Path, query: str, late_arrival_seconds: int) -> Path:
+    """A streaming job file over ``in/*.json`` (created) with the outputs ``counts`` (JSON) and
+    ``expensive`` (CSV) that the streaming end-to-end tests read."""
+    (tmp_path / "in").mkdir()
+    job = tmp_path / "job.yaml"
+    job.write_text(
+        "query: |\n  " + query.strip().replace("\n", "\n  ") + "\n"
+        "inputs:\n  trips: {path: in/*.json}\n"
+        "outputs:\n  counts: {path: out/counts, format: json}\n  expensive: {path: out/expensive, format: csv}\n"
+        f"event_ordering: {{late_arrival_seconds: {late_arrival_seconds}, out_of_order_seconds: 0}}\n")
+    return job

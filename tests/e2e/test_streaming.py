@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from pipeline_files import read_output
+from pipeline_files import read_output, write_streaming_job
 
 QUERY = """
 SELECT vendor, COUNT(*) AS n, System.Timestamp() AS window_end
@@ -27,14 +27,7 @@ SELECT id, fare INTO expensive FROM trips WHERE fare > 10
 
 
 def write_job(tmp_path: Path) -> Path:
-    (tmp_path / "in").mkdir()
-    job = tmp_path / "job.yaml"
-    job.write_text(
-        "query: |\n  " + QUERY.strip().replace("\n", "\n  ") + "\n"
-        "inputs:\n  trips: {path: in/*.json}\n"
-        "outputs:\n  counts: {path: out/counts, format: json}\n  expensive: {path: out/expensive, format: csv}\n"
-        "event_ordering: {late_arrival_seconds: 4, out_of_order_seconds: 0}\n")
-    return job
+    return write_streaming_job(tmp_path, QUERY, late_arrival_seconds=4)
 
 
 def start(job: Path, *flags: str) -> subprocess.Popen:

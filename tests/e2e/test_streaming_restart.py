@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 from apache_beam.utils.timestamp import Timestamp
-from pipeline_files import read_output
+from pipeline_files import read_output, write_streaming_job
 
 QUERY = """
 SELECT vendor, COUNT(*) AS n, SUM(fare) AS total, System.Timestamp() AS window_end
@@ -43,14 +43,7 @@ KILLS = 8  # SIGKILLs per run of the test, then one run that ends by itself
 
 
 def write_job(tmp_path: Path) -> Path:
-    (tmp_path / "in").mkdir()
-    job = tmp_path / "job.yaml"
-    job.write_text(
-        "query: |\n  " + QUERY.strip().replace("\n", "\n  ") + "\n"
-        "inputs:\n  trips: {path: in/*.json}\n"
-        "outputs:\n  counts: {path: out/counts, format: json}\n  expensive: {path: out/expensive, format: csv}\n"
-        "event_ordering: {late_arrival_seconds: 2, out_of_order_seconds: 0}\n")
-    return job
+    return write_streaming_job(tmp_path, QUERY, late_arrival_seconds=2)
 
 
 def produce(directory: Path, index: int) -> list[dict]:

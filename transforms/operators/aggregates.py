@@ -146,6 +146,11 @@ def _canon_text(v: Any) -> str:
         return repr(v)
 
 
+def _concat(accs: Iterable[list]) -> list:
+    """List accumulators merged: one new list holding every element (callers sort it if needed)."""
+    return [v for a in accs for v in a]
+
+
 def _sort_key(v: Any) -> tuple:
     """Total order over ASA values: NULL < numbers < datetimes < strings < anything else."""
     if v is None:
@@ -448,9 +453,7 @@ class SortedValues(Accumulator):
         return acc
 
     def merge(self, accs):
-        out: list = []
-        for a in accs:
-            out.extend(a)
+        out = _concat(accs)
         out.sort(key=_sort_key)
         return out
 
@@ -480,10 +483,7 @@ class Collect(Accumulator):
         return acc
 
     def merge(self, accs):
-        out: list = []
-        for a in accs:
-            out.extend(a)
-        return out
+        return _concat(accs)
 
     def extract(self, acc):
         if not acc:
@@ -576,9 +576,7 @@ class CollectTop(Accumulator):
         return acc
 
     def merge(self, accs):
-        out: list = []
-        for a in accs:
-            out.extend(a)
+        out = _concat(accs)
         out.sort(key=self._rank)
         if not self.keep_all:
             del out[self.n:]
@@ -621,9 +619,7 @@ class Percentile(Accumulator):
         return acc
 
     def merge(self, accs):
-        out: list = []
-        for a in accs:
-            out.extend(a)
+        out = _concat(accs)
         if self.keep_sorted:
             out.sort()
         return out
@@ -733,10 +729,7 @@ class Replay(Accumulator):
         return acc
 
     def merge(self, accs):
-        out: list = []
-        for a in accs:
-            out.extend(a)
-        return out
+        return _concat(accs)
 
     def extract(self, acc):
         if self.needs_timestamp:
