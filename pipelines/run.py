@@ -22,7 +22,7 @@ from transforms.io.checkpoint import Checkpoint, CheckpointError, open_checkpoin
 from transforms.io.paths import blob_folder, is_blob
 from transforms.io.watch import Watch
 from transforms.operators.accounting import CountDeadLetters, CountRows, Ledger, value
-from transforms.operators.compile import AsaQuery
+from transforms.operators.compile import AsaQuery, fused_call
 from transforms.progress import Listener
 from transforms.query.plan import SelectStep
 
@@ -359,6 +359,10 @@ def _step_transforms(step: SelectStep, functions) -> list[str]:
         parts.append("System.Timestamp(): ParDo")
     if step.analytic:
         parts.append(f"Analytic functions: AnalyticFunctions({len(step.analytic)} calls)")
+    if fused_call(step, functions) is not None:
+        (call,) = calls("select")
+        where = "Where, " if step.where is not None else ""
+        return parts + [f"{where}{call}, Select: in the call's own DoFn on bounded input"]
     parts += calls("where")
     later = [c for c in step.calls if c.phase in ("select", "group")] or step.grouping is not None
     if later and step.where is not None:

@@ -502,3 +502,12 @@ def test_run_summary_shows_retries_and_time_spent_waiting(fake_endpoint, tmp_pat
     assert "retries 2" in line and "requests 3" in line
     waited = float(line.split("waiting to retry ")[1].split(" s")[0])
     assert 0.7 <= waited <= 1.6  # 0.25-0.5 s + 0.5-1 s of back-off, as the summary reports it
+
+
+def test_scoring_freezes_the_objects_alive_at_setup(fake_endpoint):
+    """Rows held while requests are in flight survive young collections; full collections would
+    then walk every object of the worker each time. The objects alive at setup are frozen."""
+    import gc
+
+    run_scoring(rows(10), score(fake_endpoint()))
+    assert gc.get_freeze_count() > 10_000

@@ -18,7 +18,8 @@ from typing import Any
 
 import apache_beam as beam
 
-from transforms.deadletter import FAILED, RowError
+from transforms import progress
+from transforms.deadletter import FAILED, DeadLetter, RowError
 
 ROWS = "rows"  # key of the main output in a call transform's result
 
@@ -38,12 +39,126 @@ class CallSite:
     column: str
     args: Callable[[dict], tuple]
     guard: Callable[[dict], bool] | None = None
+    # The step's per-row stages around the call (its WHERE before, its projection after), set
+    # by the compiler only for functions with ``fuses_row_stages``: they run in the call's own
+    # DoFn, which saves two Beam steps per row. See ``RowStage``.
+    before: RowStage | None = None
+    after: RowStage | None = None
+
+
+class RowStage:
+    """One per-row stage of a step: a generated row function with its counters.
+
+    ``apply(row)`` gives the row to pass on, None when the stage filters it, or a ``DeadLetter``
+    (an error in the row's expressions fails that row, the job goes on). ``fn`` None passes
+    every row (a stage that only counts). Rows filtered (and, with ``out``, passed on) are
+    counted per bundle into those Beam counters; ``rows_in`` (counter, live progress name)
+    counts every row entering it, when it is the step's first per-row operation.
+
+    Used alone by ``RowStageDoFn`` (the compiler's WHERE and SELECT steps), or inside a UDF
+    call's DoFn (``CallSite.before``/``after``). Between bundles: ``start_bundle``, any number
+    of ``apply``, ``finish_bundle``; ``setup`` once per DoFn instance.
+
+    >>> stage = RowStage("S", lambda row: row if row["a"] > 1 else None)
+    >>> stage.setup()
+    >>> stage.apply({"a": 1}), stage.apply({"a": 2})
+    (None, {'a': 2})
+    >>> stage.apply({}).reason     # a KeyError in the row function: that row fails
+    'evaluation_error'
+    """
+
+    def __init__(self, step: str, fn: Callable[[dict], Any] | None, filtered: str | None = None,
+                 out: str | None = None, rows_in: tuple[str, str] | None = None):
+        self.step = step
+        self._compiled = fn
+        self._filtered_name = filtered or f"step.{step}.filtered"
+        self._out_name = out
+        self._rows_in = rows_in
+
+    def setup(self) -> None:
+        fn = self._compiled
+        self._fn = getattr(fn, "fn", fn)  # a CompiledFunction's generated function, called directly
+        self._filtered = beam.metrics.Metrics.counter("asa", self._filtered_name)
+        self._out = beam.metrics.Metrics.counter("asa", self._out_name) if self._out_name else None
+        self._in = beam.metrics.Metrics.counter("asa", self._rows_in[0]) if self._rows_in else None
+        self.start_bundle()
+
+    def start_bundle(self) -> None:
+        self._n_filtered = self._n_out = self._n_in = self._reported = 0
+
+    def apply(self, row: dict) -> Any:
+        if self._in is not None:
+            self._n_in += 1
+            if self._n_in - self._reported >= progress.EVERY:
+                progress.add(self._rows_in[1], self._n_in - self._reported)
+                self._reported = self._n_in
+        if self._fn is None:
+            out = row
+        else:
+            try:
+                out = self._fn(row)
+            except RowError as e:
+                return e.dead_letter(self.step, row)
+            except Exception as e:  # a value no operator expected: this row fails, the job goes on
+                return DeadLetter(self.step, "evaluation_error", f"{type(e).__name__}: {e}", row)
+            if out is None:
+                self._n_filtered += 1
+                return None
+        self._n_out += 1
+        return out
+
+    def finish_bundle(self) -> None:
+        if self._n_filtered:
+            self._filtered.inc(self._n_filtered)
+        if self._n_out and self._out is not None:
+            self._out.inc(self._n_out)
+        if self._n_in and self._in is not None:
+            self._in.inc(self._n_in)
+            progress.add(self._rows_in[1], self._n_in - self._reported)
+        self.start_bundle()
+
+
+class RowStageDoFn(beam.DoFn):
+    """A ``RowStage`` as its own Beam step: rows go on, filtered rows stop, failures leave on FAILED.
+
+    >>> from apache_beam.testing.util import assert_that, equal_to
+    >>> from apache_beam.testing.test_pipeline import TestPipeline
+    >>> with TestPipeline() as p:
+    ...     out = (p | beam.Create([{"a": 1}, {"a": 2}])
+    ...            | beam.ParDo(RowStageDoFn(RowStage("S", lambda r: r if r["a"] > 1 else None)))
+    ...              .with_outputs(FAILED, main=ROWS))
+    ...     assert_that(out[ROWS], equal_to([{"a": 2}]))
+    """
+
+    def __init__(self, stage: RowStage):
+        self._stage = stage
+
+    def setup(self):
+        self._stage.setup()
+        self._apply = self._stage.apply
+
+    def start_bundle(self):
+        self._stage.start_bundle()
+
+    def process(self, row):
+        out = self._apply(row)
+        if out is None:
+            return None
+        if type(out) is DeadLetter:
+            return (beam.pvalue.TaggedOutput(FAILED, out),)
+        return (out,)
+
+    def finish_bundle(self):
+        self._stage.finish_bundle()
 
 
 class AsaFunction(abc.ABC):
     """A function callable from a query as ``udf.<alias>(...)``: the one extension point."""
 
     kind: str = "function"
+    # Whether ``call_transform`` honours ``CallSite.before``/``after`` (runs them itself, fused
+    # with the call where it can); the compiler gives them only to functions that do.
+    fuses_row_stages: bool = False
 
     def __init__(self, alias: str):
         self.alias = alias

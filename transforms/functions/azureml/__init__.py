@@ -202,6 +202,7 @@ class AzureMLFunction(AsaFunction):
     """
 
     kind = "azureml"
+    fuses_row_stages = True  # ScoreRows runs the step's WHERE and projection in its own DoFn
 
     def __init__(self, alias: str, config: AzureMLConfig, signature: SwaggerSignature | None = None):
         super().__init__(alias)

@@ -1,0 +1,136 @@
+"""A step whose only UDF call is an Azure ML function runs its WHERE, the call and its projection
+in the call's own DoFn on bounded input (``fused_call``), and apart, as before, when streaming.
+
+Either way the results, the dead letters and the row accounting must be those of the unfused
+step: rows the WHERE filters are never sent, a projection error dead-letters only its row, and
+every step's rows add up. The fake endpoint (records style) scores ``id + x``.
+"""
+
+import sys
+from pathlib import Path
+
+import apache_beam as beam
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.test_stream import TestStream as BeamTestStream
+from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.transforms.window import TimestampedValue
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the shared fixtures module
+pytest_plugins = ["fixtures_azureml"]
+from fixtures_azureml import collect, pipeline_options  # noqa: E402
+
+from pipelines.run import describe_pipeline  # noqa: E402
+from pipelines.serving.fake import swagger_for  # noqa: E402
+from transforms.functions.azureml import AzureMLConfig, AzureMLFunction  # noqa: E402
+from transforms.functions.base import RowStage  # noqa: E402
+from transforms.operators.accounting import counters_of  # noqa: E402
+from transforms.operators.compile import AsaQuery, fused_call  # noqa: E402
+from transforms.query.lower import lower  # noqa: E402
+from transforms.query.parser import parse  # noqa: E402
+
+QUERY = """WITH D AS (SELECT id, x FROM input)
+SELECT D.id, udf.score(D).[Scored Labels] AS s, 10 / (D.id - 13) AS inv INTO output FROM D WHERE D.id >= 10"""
+
+
+def _function(ep, **cfg) -> AzureMLFunction:
+    return AzureMLFunction("score", AzureMLConfig(endpoint=ep.url, swagger=swagger_for("records"),
+                                                  batch_size=4, parallel_requests=2, **cfg))
+
+
+def _data(n: int = 30) -> list[dict]:
+    return [{"id": i, "x": i / 4} for i in range(n)]
+
+
+def _expected(data: list[dict]) -> list[dict]:
+    # by hand: the WHERE keeps id >= 10; id 13 divides by zero (a dead letter,
+    # arithmetic_error) and "/" divides as floats; the fake endpoint's "Scored Labels" is id + x
+    return [{"id": r["id"], "s": r["id"] + r["x"], "inv": 10 / (r["id"] - 13)}
+            for r in data if r["id"] >= 10 and r["id"] != 13]
+
+
+def _step_labels(p: beam.Pipeline) -> list[str]:
+    return [t.unique_name for t in p.to_runner_api().components.transforms.values()
+            if t.unique_name.startswith("AsaQuery/Select into output/") and not t.subtransforms]
+
+
+def test_where_call_and_projection_share_one_dofn_with_the_same_results(fake_endpoint):
+    ep = fake_endpoint("records")
+    data = _data()
+    p = TestPipeline(options=pipeline_options())
+    rows = p | beam.Create(data)
+    out = {"input": rows} | AsaQuery(QUERY, [_function(ep)])
+    assert_that(out["output"], equal_to(_expected(data)), label="scored")
+    assert_that(out.failed | beam.Map(lambda d: (d.step, d.reason, d.row["id"])),
+                equal_to([("Select into output", "arithmetic_error", 13)]), label="dead letters")
+    labels = _step_labels(p)
+    result = p.run()
+    result.wait_until_finish()
+    # one Beam step does it all: no separate WHERE or SELECT ParDo in the step
+    assert [x for x in labels if "/Where/" in x or "/Select/" in x] == [], labels
+    assert any("ScoreRowsDoFn" in x for x in labels), labels
+    # rows the WHERE filters never reach the endpoint
+    assert sum(r.rows for r in ep.log) == 20
+    counters = counters_of(result)
+    assert [b.message() for b in out.ledger.check(counters)] == []
+    # counted by the fused DoFn under the names the unfused WHERE and SELECT use
+    assert counters["step.Select into output.where.filtered"] == 10
+    assert counters["step.Select into output.out"] == 19
+
+
+def test_streaming_runs_the_stages_apart_with_the_same_results(fake_endpoint):
+    ep = fake_endpoint("records")
+    data = _data(24)
+    stream = BeamTestStream().add_elements([TimestampedValue(r, 1_700_000_000 + r["id"]) for r in data])
+    stream = stream.advance_processing_time(5).advance_watermark_to_infinity()
+    p = beam.Pipeline(options=pipeline_options("--streaming"))
+    out = {"input": p | stream} | AsaQuery(QUERY, [_function(ep, max_buffering_s=0.2)])
+    got = collect(out["output"], "rows")
+    failed = collect(out.failed | beam.Map(lambda d: (d.reason, d.row["id"])), "failed")
+    labels = _step_labels(p)
+    p.run().wait_until_finish()
+    assert sorted(got(), key=lambda r: r["id"]) == _expected(data)
+    assert failed() == [("arithmetic_error", 13)]
+    assert any("/Before/" in x for x in labels) and any("/After/" in x for x in labels), labels
+    assert sum(r.rows for r in ep.log) == 14
+
+
+@pytest.mark.parametrize("query, fused", [
+    ("SELECT udf.score(input) AS s INTO o FROM input WHERE id > 1", True),
+    ("SELECT udf.score(input) AS s INTO o FROM input", True),
+    # the call is in the WHERE: it must run before the WHERE
+    ("SELECT id INTO o FROM input WHERE udf.score(input).[Scored Labels] > 1", False),
+    # two calls, or GROUP BY: the call stages stay apart
+    ("SELECT udf.score(input) AS a, udf.score(input) AS b INTO o FROM input", False),
+    ("SELECT id, COUNT(*) AS n, udf.score(id) AS s INTO o FROM input GROUP BY id, TumblingWindow(s, 1)", False),
+])
+def test_which_steps_fuse(query, fused, fake_endpoint):
+    from transforms.functions.registry import FunctionRegistry
+
+    registry = FunctionRegistry([_function(fake_endpoint("records"))])
+    plan = lower(parse(query), registry)
+    step = plan.steps[-1]
+    assert (fused_call(step, registry) is not None) is fused
+
+
+def test_explain_names_the_fused_step(tmp_path, fake_endpoint):
+    from pipelines.job import load_job
+
+    ep = fake_endpoint("records")
+    (tmp_path / "q.asaql").write_text(QUERY)
+    (tmp_path / "job.yaml").write_text(
+        "query: q.asaql\ninputs: {input: {path: in.jsonl}}\noutputs: {output: {path: out/w}}\n"
+        f"functions: {{score: {{type: azureml, endpoint: '{ep.url}'}}}}\n")
+    (tmp_path / "in.jsonl").write_text("")
+    text = describe_pipeline(load_job(tmp_path / "job.yaml"))
+    assert "Where, udf.score" in text and "Select: in the call's own DoFn on bounded input" in text
+
+
+def test_a_row_stage_counts_and_dead_letters():
+    stage = RowStage("S", lambda row: row if row["a"] > 0 else None, filtered="step.S.filtered", out="step.S.out",
+                     rows_in=("step.S.in", "rows_read.input@S"))
+    stage.setup()
+    outs = [stage.apply({"a": 1}), stage.apply({"a": 0}), stage.apply({})]
+    assert outs[:2] == [{"a": 1}, None]
+    assert (outs[2].step, outs[2].reason, outs[2].row) == ("S", "evaluation_error", {})
+    assert (stage._n_in, stage._n_filtered, stage._n_out) == (3, 1, 1)
