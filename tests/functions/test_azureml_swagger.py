@@ -304,6 +304,27 @@ def test_record_mismatches(records, value, message):
     assert e.value.reason == "schema_mismatch"
 
 
+def test_record_fast_path_quotes_any_column_name_and_checks_every_bound():
+    """Typed rows take a generated one-call path; names come from the swagger, so they must be
+    used as literals, and every value the general path would refuse must be left to it."""
+    from pipelines.serving.fake import swagger_for
+
+    doc = copy.deepcopy(swagger_for("records"))
+    props = {"it's \"odd\"\n": {"type": "number", "format": "double"},
+             "small": {"type": "integer", "format": "int32"}, "s": {"type": "string"}}
+    item = doc["definitions"]["ServiceInput"]["properties"]["Inputs"]["properties"]["WebServiceInput0"]["items"]
+    item.update({"properties": props, "required": list(props)})
+    conv = parse_swagger(doc).converter()
+    odd = "it's \"odd\"\n"
+    assert conv({odd: 1.5, "small": 2**31 - 1, "s": "x", "other": 0}) == {odd: 1.5, "small": 2**31 - 1, "s": "x"}
+    assert conv({odd: 1.5, "small": -(2**31), "s": "x"})["small"] == -(2**31)
+    for bad, message in (({"small": 2**31}, "out of range"), ({"small": -(2**31) - 1}, "out of range"),
+                         ({odd: math.inf}, "finite number"), ({odd: -math.inf}, "finite number"),
+                         ({odd: math.nan}, "finite number")):
+        with pytest.raises(RowError, match=message):
+            conv({odd: 1.5, "small": 1, "s": "x", **bad})
+
+
 def test_array_conversion():
     conv = parse_swagger(swagger2(score_arrays.run)).converter()
     assert conv([1, "Thursday", 16, 1, 3.48]) == ["1", "Thursday", "16", "1", "3.48"]

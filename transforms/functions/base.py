@@ -127,7 +127,7 @@ class RowStageDoFn(beam.DoFn):
     ...     out = (p | beam.Create([{"a": 1}, {"a": 2}])
     ...            | beam.ParDo(RowStageDoFn(RowStage("S", lambda r: r if r["a"] > 1 else None)))
     ...              .with_outputs(FAILED, main=ROWS))
-    ...     assert_that(out[ROWS], equal_to([{"a": 2}]))
+    ...     _ = assert_that(out[ROWS], equal_to([{"a": 2}]))
     """
 
     def __init__(self, stage: RowStage):
