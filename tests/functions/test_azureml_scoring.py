@@ -504,10 +504,28 @@ def test_run_summary_shows_retries_and_time_spent_waiting(fake_endpoint, tmp_pat
     assert 0.7 <= waited <= 1.6  # 0.25-0.5 s + 0.5-1 s of back-off, as the summary reports it
 
 
-def test_scoring_freezes_the_objects_alive_at_setup(fake_endpoint):
-    """Rows held while requests are in flight survive young collections; full collections would
-    then walk every object of the worker each time. The objects alive at setup are frozen."""
+def _freeze_count_seen(row):
     import gc
 
-    run_scoring(rows(10), score(fake_endpoint()))
-    assert gc.get_freeze_count() > 10_000
+    _FREEZE_COUNTS.append(gc.get_freeze_count())  # same process: the FnApiRunner runs in-process
+    return row
+
+
+_FREEZE_COUNTS: list = []
+
+
+def test_scoring_freezes_the_objects_alive_at_setup_until_teardown(fake_endpoint):
+    """Rows held while requests are in flight survive young collections; full collections would
+    then walk every object of the worker each time. The objects alive at setup are frozen while
+    the scoring DoFn lives, and unfrozen after it, so the next pipeline's garbage is collected."""
+    import gc
+
+    from transforms.functions.azureml.scoring import GcFreeze
+
+    _FREEZE_COUNTS.clear()
+    p = beam.Pipeline(options=pipeline_options())
+    out = p | beam.Create(rows(10)) | score(fake_endpoint())
+    out["rows"] | beam.Map(_freeze_count_seen)
+    p.run().wait_until_finish()
+    assert len(_FREEZE_COUNTS) == 10 and min(_FREEZE_COUNTS) > 10_000
+    assert GcFreeze._holds == 0 and gc.get_freeze_count() == 0
