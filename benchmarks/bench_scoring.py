@@ -14,7 +14,10 @@
    * ``ScoreRows`` with parallel_requests 1 and 2,
    * a hand-written ``RunInference`` + ``RemoteModelHandler`` subclass (requests.Session, same
      batch size, ``batch_elements_kwargs`` min = max) — target: the seed job ≥ 1.5×,
-   * ``ScoreRows`` with batch size 1 (on fewer rows).
+   * ``ScoreRows`` with batch size 1 (on fewer rows),
+   * the seed job against an endpoint answering at once (own process), and with its results
+     made in-process (``InProcessFunction``: no HTTP), which split its cost into endpoint,
+     HTTP client and the scoring DoFn itself.
 2. A slow endpoint (fake, in its own process, 25 ms per request), batch 100, 4 in flight:
    ``ScoreRows`` against a plain ``requests`` client with the same batch size and concurrency
    (the ceiling) — target ≥ 0.9×. Throughput is measured where it is decided, at the endpoint:
@@ -47,6 +50,7 @@ from pipelines.serving.fake import FakeEndpointProcess, poison_rate, swagger_for
 from pipelines.serving.model import FEATURES, generate_trips
 from pipelines.serving.server import LocalEndpoint
 from transforms.functions.azureml import AzureMLConfig, AzureMLFunction, ScoreRows
+from transforms.functions.azureml.client import Action, CallResult, CallStats, ScoringClient
 
 BATCH = 1000
 SLOW_LATENCY_S, SLOW_BATCH, SLOW_PARALLEL = 0.025, 100, 4
@@ -130,6 +134,27 @@ def runinference_pipeline(src: str, dst: str, url: str) -> Callable[[beam.Pipeli
         (rows | RunInference(AzureMLRecordsHandler(url, BATCH)) | "Dump" >> beam.Map(_dump_prediction)
          | beam.io.WriteToText(dst))
     return build
+
+
+class _InProcessClient(ScoringClient):
+    """Answers in this process, at once, in the records endpoint's shape (no HTTP, no model)."""
+
+    def open(self) -> _InProcessClient:
+        return self
+
+    def close(self) -> None:
+        pass
+
+    def call(self, payloads):
+        results = [{**p, "Scored Labels": 0.0} for p in payloads]  # built where a response is decoded
+        return CallResult(Action.OK, results, 200, None, "", CallStats(1, len(payloads)))
+
+
+class InProcessFunction(AzureMLFunction):
+    """The seed job's function without the endpoint: what scoring costs the pipeline itself."""
+
+    def make_client(self, timing=None, streaming: bool = False) -> ScoringClient:
+        return _InProcessClient(self.alias, self.config.endpoint, self.signature)
 
 
 SEED_QUERY = """WITH Dataframe AS (SELECT vendorid, weekday, pickuphour, passenger, distance FROM input)
@@ -290,6 +315,8 @@ def run() -> list[str]:
             swagger = requests.get(ep.swagger_url, timeout=30).json()
             fn_instant = AzureMLFunction("score", AzureMLConfig(endpoint=instant.url, swagger=swagger,
                                                                 batch_size=BATCH, parallel_requests=2))
+            fn_local = InProcessFunction("score", AzureMLConfig(endpoint=instant.url, swagger=swagger,
+                                                                batch_size=BATCH, parallel_requests=2))
             configs = {
                 "plain": plain_pipeline(str(src), str(tmpdir / "plain")),
                 "ri": runinference_pipeline(str(src), str(tmpdir / "ri"), ep.url),
@@ -298,11 +325,12 @@ def run() -> list[str]:
                 "seed": query_pipeline(str(src), str(tmpdir / "seed"), SEED_QUERY, fn[2]),
                 "unscored": query_pipeline(str(src), str(tmpdir / "unscored"), UNSCORED_QUERY, None),
                 "instant": query_pipeline(str(src), str(tmpdir / "instant"), SEED_QUERY, fn_instant),
+                "local": query_pipeline(str(src), str(tmpdir / "local"), SEED_QUERY, fn_local),
             }
             best = _interleaved(configs, repeats)
             assert _count_lines(str(tmpdir / "ours1")) == n, "ScoreRows lost rows"
-            plain, ri, ours1, ours2, seed, unscored, instant_rate = (
-                n / best[k] for k in ("plain", "ri", "ours1", "ours2", "seed", "unscored", "instant"))
+            plain, ri, ours1, ours2, seed, unscored, instant_rate, local = (
+                n / best[k] for k in ("plain", "ri", "ours1", "ours2", "seed", "unscored", "instant", "local"))
             one = AzureMLFunction("score", AzureMLConfig(endpoint=ep.url, batch_size=1))
             ours_b1 = n1 / _timed(asa_pipeline(str(src1), str(tmpdir / "b1"), one), 1)
         lines += [
@@ -313,6 +341,8 @@ def run() -> list[str]:
             f"(target >= 0.8x)   {seed / ri:.2f}x RunInference (target >= 1.5x)",
             f"  seed query, endpoint answering at once {instant_rate:>6,.0f} rows/s   {instant_rate / unscored:.2f}x "
             "without scoring (the scoring path alone, no model CPU on these cores)",
+            f"  seed query, results made in-process {local:>6,.0f} rows/s   {local / unscored:.2f}x "
+            "without scoring (no HTTP at all: what the scoring DoFn itself costs)",
             f"scoring: local Azure ML endpoint (records style, taxi model), batch size {BATCH}, {n:,} rows, "
             "DirectRunner",
             f"  pipeline without scoring            {plain:>9,.0f} rows/s",
