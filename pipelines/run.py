@@ -366,14 +366,14 @@ def _step_transforms(step: SelectStep, functions) -> list[str]:
     parts += calls("where")
     later = [c for c in step.calls if c.phase in ("select", "group")] or step.grouping is not None
     if later and step.where is not None:
-        parts.append("Where: ParDo(EvaluateDoFn)")
+        parts.append("Where: ParDo(RowStageDoFn)")
     parts += calls("select") + calls("group")
     if step.grouping is not None:
         window = step.grouping.window
         parts.append(f"Group by: GroupAndAggregate(WindowedAggregate {window.kind if window else 'global'}, "
                      f"{len(step.grouping.aggregates)} aggregates)")
         parts += calls("post")
-    parts.append("Select: ParDo(EvaluateDoFn)")
+    parts.append("Select: ParDo(RowStageDoFn)")
     return parts
 
 

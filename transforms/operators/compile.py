@@ -51,15 +51,6 @@ from transforms.query.plan import (
 from transforms.query.runtime import conform_row
 
 
-def EvaluateDoFn(step: str, fn: CompiledFunction, filtered: str | None = None, out: str | None = None,
-                 rows_in: tuple[str, str] | None = None) -> RowStageDoFn:
-    """Applies a generated row function: a dict goes on, None means filtered, an error is dead-lettered.
-
-    Rows filtered (and, with ``out``, rows passed on) are counted per bundle into those counters.
-    """
-    return RowStageDoFn(RowStage(step, fn, filtered, out, rows_in))
-
-
 class SelectStepTransform(beam.PTransform):
     """One SELECT step: event time, JOIN/APPLY, analytic functions, UDF call stages, WHERE,
     GROUP BY with windows and aggregates, HAVING, then the projection.
@@ -167,7 +158,7 @@ class SelectStepTransform(beam.PTransform):
         return rows
 
     def _evaluates_first(self) -> bool:
-        """Whether the step's first per-row operation is its WHERE or SELECT ``EvaluateDoFn``."""
+        """Whether the step's first per-row operation is its WHERE or SELECT ``RowStageDoFn``."""
         s = self.step
         if (s.timestamp_by is not None or s.source_key is not None
                 or s.uses_timestamp or s.analytic or any(c.phase == "where" for c in s.calls)):
@@ -178,10 +169,12 @@ class SelectStepTransform(beam.PTransform):
         return not later or s.where is not None
 
     def _evaluate(self, rows, label: str, fn: CompiledFunction, failed: list, out: str | None = None):
+        """A generated row function as its own step: a dict goes on, None is filtered, an error is
+        dead-lettered; rows filtered (and, with ``out``, passed on) are counted."""
         filtered = self._acct.filtered(label)
         count_in, self._count_in = self._count_in, None
-        out = rows | label >> beam.ParDo(EvaluateDoFn(self.step.name, fn, filtered, out, count_in)).with_outputs(
-            FAILED, main=ROWS)
+        stage = RowStage(self.step.name, fn, filtered, out, count_in)
+        out = rows | label >> beam.ParDo(RowStageDoFn(stage)).with_outputs(FAILED, main=ROWS)
         failed.append(out[FAILED])
         return out[ROWS]
 
