@@ -461,6 +461,7 @@ class ScoreBatchesDoFn(beam.DoFn):
         self._holds = 0  # GilHandoff holds taken by this instance (one per request in flight)
         self._fatal: EndpointConfigError | None = None
         self._isolation = PoisonIsolation()
+        self._after = None  # the call site's fused projection: ScoreRowsDoFn sets it
         GcFreeze.hold()
         self._frozen = True
 
@@ -542,25 +543,19 @@ class ScoreBatchesDoFn(beam.DoFn):
         return windowed_value.create((ROWS, out) if self._synchronous else out, ts, windows)
 
     def _output_wv(self, row: dict, value: Any, wv: windowed_value.WindowedValue):
-        """Like ``_output``, keeping the input element's timestamp, windows and pane."""
+        """Like ``_output``, keeping the input element's timestamp, windows and pane; then the
+        step's fused ``after`` stage, if any. None when that stage filters the row."""
         if type(value) is _Failure:
             dl = DeadLetter(self._site.step, value.reason, value.message, row=row, status=value.status)
             return TaggedOutput(FAILED, wv.with_value(dl))
         out = dict(row)
         out[self._site.column] = value
-        return wv.with_value(out)
-
-    def _after_wv(self, row: dict, value: Any, wv: windowed_value.WindowedValue):
-        """``_output_wv`` then the step's fused ``after`` stage: an output, or None (filtered)."""
-        if type(value) is _Failure:
-            return self._output_wv(row, value, wv)
-        out = dict(row)
-        out[self._site.column] = value
-        out = self._after(out)
-        if out is None:
-            return None
-        if type(out) is DeadLetter:
-            return TaggedOutput(FAILED, wv.with_value(out))
+        if self._after is not None:  # the step's projection, fused (CallSite.after)
+            out = self._after(out)
+            if out is None:
+                return None
+            if type(out) is DeadLetter:
+                return TaggedOutput(FAILED, wv.with_value(out))
         return wv.with_value(out)
 
     def _hold(self) -> None:
@@ -591,21 +586,11 @@ class ScoreBatchesDoFn(beam.DoFn):
         windows = pending.windows
         stamps = pending.timestamps
         if windows is None:  # bundle-local batches: one input WindowedValue per row
-            after = getattr(self, "_after", None)
+            output = self._output_wv
             for row, value, wv in zip(pending.rows, results, stamps, strict=True):
-                if type(value) is _Failure:
-                    yield self._output_wv(row, value, wv)
-                    continue
-                out = dict(row)
-                out[column] = value
-                if after is not None:  # the step's projection, fused (CallSite.after)
-                    out = after(out)
-                    if out is None:
-                        continue
-                    if type(out) is DeadLetter:
-                        yield TaggedOutput(FAILED, wv.with_value(out))
-                        continue
-                yield wv.with_value(out)
+                out = output(row, value, wv)
+                if out is not None:
+                    yield out
         elif isinstance(stamps, int) and not self._synchronous:  # the common case, kept lean
             create = windowed_value.create
             for row, value in zip(pending.rows, results, strict=True):
@@ -777,9 +762,7 @@ class ScoreRowsDoFn(ScoreBatchesDoFn):
                 return (TaggedOutput(FAILED, wv.with_value(row)),)
         payload = self._prep(row)
         if payload is None or type(payload) is _Failure:  # not sent: leaves now
-            if self._after is None:
-                return (self._output_wv(row, payload, wv),)
-            out = self._after_wv(row, payload, wv)
+            out = self._output_wv(row, payload, wv)
             return None if out is None else (out,)
         rows = self._rows
         rows.append(row)
@@ -877,12 +860,11 @@ class ScoreRows(beam.PTransform):
 
     def expand(self, rows):
         fn, site = self._function, self._site
-        if (site.before is not None or site.after is not None) and (
-                _is_streaming(rows) or choose_batching(rows.pipeline, fn.config.batching, fn.alias) == BUNDLE):
-            return self._with_stages_apart(rows)
         cfg = fn.config
-        signature = fn.signature  # read the swagger now, while the pipeline is built
         mode = choose_batching(rows.pipeline, cfg.batching, fn.alias)
+        if (site.before is not None or site.after is not None) and (_is_streaming(rows) or mode == BUNDLE):
+            return self._with_stages_apart(rows)
+        signature = fn.signature  # read the swagger now, while the pipeline is built
         shards = cfg.parallel_requests
         if mode == BUNDLE:
             scored = (
