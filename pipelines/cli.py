@@ -340,8 +340,7 @@ def _import(args: argparse.Namespace) -> int:
 def _drain_on_interrupt():
     """While a streaming job runs, the first Ctrl-C (or SIGTERM) drains it: no new input files,
     open windows are emitted and written, the job ends normally. A second Ctrl-C stops at once."""
-    import signal
-
+    from pipelines.signals import handling
     from transforms.io.watch import drain_requested, request_drain, reset_drain
 
     def handle(signum, frame):
@@ -352,12 +351,10 @@ def _drain_on_interrupt():
         request_drain()
 
     reset_drain()
-    previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield
+        with handling(handle):
+            yield
     finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
         reset_drain()
 
 

@@ -21,7 +21,7 @@ from transforms.functions.azureml import find_endpoint_error
 from transforms.io.checkpoint import Checkpoint, CheckpointError, open_checkpoint
 from transforms.io.paths import blob_folder, is_blob
 from transforms.io.watch import Watch
-from transforms.operators.accounting import CountDeadLetters, CountRows, Ledger, value
+from transforms.operators.accounting import CountDeadLetters, CountRows, Ledger, sum_counters, value
 from transforms.operators.compile import AsaQuery, fused_call
 from transforms.progress import Listener
 from transforms.query.plan import SelectStep
@@ -253,9 +253,7 @@ def collect_metrics(result: Any) -> RunSummary:
     except (NotImplementedError, AttributeError):  # a runner without metrics (DaskRunner raises)
         summary.metrics_available = False
         return summary
-    for c in metrics.get("counters", []):
-        value = c.committed if c.committed is not None else c.attempted
-        summary.counters[c.key.metric.name] = summary.counters.get(c.key.metric.name, 0) + (value or 0)
+    summary.counters = sum_counters(metrics.get("counters", []))
     for d in metrics.get("distributions", []):
         value = d.committed if d.committed is not None else d.attempted
         summary.distributions[d.key.metric.name] = value

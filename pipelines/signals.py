@@ -29,14 +29,21 @@ def _interrupt(signum, frame):
 
 
 @contextlib.contextmanager
-def interruptible():
-    """SIGINT and SIGTERM raise KeyboardInterrupt while the block runs (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {s: signal.signal(s, _interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+def handling(handler):
+    """``handler`` for SIGINT and SIGTERM while the block runs; the previous handlers come back after."""
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+@contextlib.contextmanager
+def interruptible():
+    """SIGINT and SIGTERM raise KeyboardInterrupt while the block runs (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    with handling(_interrupt):
+        yield

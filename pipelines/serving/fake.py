@@ -376,11 +376,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         state = ep._state()
         if state == "refuse":  # fully down: the connection dies without an answer
-            self.close_connection = True
-            try:
-                self.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            self._drop_connection()
             return
         if state == "unavailable":
             self._send(503, {"message": "the endpoint is restarting"})
@@ -400,13 +396,17 @@ class _Handler(BaseHTTPRequestHandler):
                 ep.log.append(RequestRecord(start, time.monotonic(), len(rows or []),
                                             reply[0] if reply is not None else None))
         if reply is None:
-            self.close_connection = True
-            try:
-                self.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            self._drop_connection()
             return
         self._send(*reply)
+
+    def _drop_connection(self) -> None:
+        """Close the connection without an answer (the client sees it reset or closed)."""
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
     def _decide(self, raw: bytes) -> tuple[tuple[int, Any, dict] | None, list | None]:
         ep = self.ep

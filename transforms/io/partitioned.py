@@ -76,9 +76,17 @@ class _PartitionKey(beam.DoFn):
         yield self._pattern.resolve(row, when), row
 
 
-def _temporary(final: str) -> str:
+def temporary_path(final: str) -> str:
+    """Where a file is written before it is renamed to ``final``: a hidden name beside it."""
     directory, base = FileSystems.split(final)
     return FileSystems.join(directory, f".{base}.tmp")
+
+
+def bundle_file(prefix: str, suffix: str) -> tuple[str, str]:
+    """(final, temporary) paths of a new file of one bundle: ``<prefix>-<UTC time>-<random><suffix>``."""
+    stamp = _dt.datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+    final = f"{prefix}-{stamp}-{uuid.uuid4().hex[:8]}{suffix}"
+    return final, temporary_path(final)
 
 
 class _WriteFolder(beam.DoFn):
@@ -90,7 +98,7 @@ class _WriteFolder(beam.DoFn):
     def process(self, element):
         prefix, rows = element
         final = f"{prefix}-00000-of-00001{self._sink.file_name_suffix.get()}"
-        temp = _temporary(final)
+        temp = temporary_path(final)
         writer = self._sink.open(temp)
         for row in rows:
             self._sink.write_record(writer, row)
@@ -133,9 +141,7 @@ class _WriteBundleFolders(beam.DoFn):
                 return
         entry = self._open.get(prefix)
         if entry is None:
-            stamp = _dt.datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
-            final = f"{prefix}-{stamp}-{uuid.uuid4().hex[:8]}{self._sink.file_name_suffix.get()}"
-            temp = _temporary(final)
+            final, temp = bundle_file(prefix, self._sink.file_name_suffix.get())
             entry = self._open[prefix] = (self._sink.open(temp), temp, final, [])
         self._sink.write_record(entry[0], row)
         if fp is not None:

@@ -46,7 +46,6 @@ import math
 import pickle
 import re
 import tempfile
-import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -259,13 +258,9 @@ class _WriteBundleFiles(beam.DoFn):
                 return
             self._fingerprints.append(fp)
         if self._writer is None:
-            from apache_beam.io.filesystems import FileSystems
+            from transforms.io.partitioned import bundle_file
 
-            stamp = _dt.datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
-            self._final = (f"{self._sink.file_path_prefix.get()}-{stamp}-{uuid.uuid4().hex[:8]}"
-                           f"{self._sink.file_name_suffix.get()}")
-            directory, base = FileSystems.split(self._final)
-            self._temp = FileSystems.join(directory, f".{base}.tmp")
+            self._final, self._temp = bundle_file(self._sink.file_path_prefix.get(), self._sink.file_name_suffix.get())
             self._writer = self._sink.open(self._temp)
         self._sink.write_record(self._writer, row)
 

@@ -109,8 +109,13 @@ def counters_of(result) -> dict[str, int]:
     ``Ledger.check`` takes them: ``ledger.check(counters_of(pipeline.run()))``."""
     from apache_beam.metrics.metric import MetricsFilter
 
+    return sum_counters(result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"])
+
+
+def sum_counters(results) -> dict[str, int]:
+    """Beam counter results → {name: value summed over steps} (committed where the runner has it)."""
     counters: dict[str, int] = {}
-    for c in result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]:
+    for c in results:
         v = c.committed if c.committed is not None else c.attempted
         counters[c.key.metric.name] = counters.get(c.key.metric.name, 0) + (v or 0)
     return counters
