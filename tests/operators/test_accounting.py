@@ -7,6 +7,7 @@ from pathlib import Path
 import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.transforms.window import TimestampedValue
 
 from transforms.functions.base import ROWS, CallInProcess
 from transforms.functions.python import PythonFunction
@@ -158,6 +159,9 @@ def test_asa_beam_run_exits_4_naming_the_step_when_rows_vanish(tmp_path, monkeyp
     assert message in captured.err and message in captured.out
 
 
+ARRIVAL = 1_764_547_200  # 2025-12-01T00:00:00Z
+
+
 def _corpus_outputs(tmp: Path, options: list[str]) -> dict[str, list[str]]:
     """Every golden query in one pipeline; each output's rows as sorted JSON text."""
     import json
@@ -166,7 +170,10 @@ def _corpus_outputs(tmp: Path, options: list[str]) -> dict[str, list[str]]:
     p = beam.Pipeline(runner="FnApiRunner", options=PipelineOptions(options))
     for path in CORPUS_FILES:
         plan = lower(parse(path.read_text()), registry)
-        inputs = {n: p | f"{path.stem}: create {n}" >> beam.Create(ROWS_IN) for n in plan.inputs}
+        # one fixed arrival time: otherwise each run stamps the rows with its own "now", and two
+        # runs either side of a window boundary close their windows at different times
+        inputs = {n: p | f"{path.stem}: create {n}" >> beam.Create(ROWS_IN)
+                  | f"{path.stem}: arrive {n}" >> beam.Map(TimestampedValue, ARRIVAL) for n in plan.inputs}
         out = inputs | path.stem >> AsaQuery(plan, registry)
         for name, pcoll in out.items():
             (pcoll | f"{path.stem}: json {name}" >> beam.Map(lambda r: json.dumps(r, sort_keys=True, default=str))
