@@ -43,7 +43,20 @@ class FakeClock:
         return Timing(clock=self.clock, sleep=self.sleep, jitter=lambda: 0.5)
 
 
+# Every exchange test runs with both HTTP clients: the sender process (the default) and requests
+# in the calling thread; the policy must not depend on which one carried the request.
+HTTP_CLIENT = {"now": "process"}
+
+
+@pytest.fixture(autouse=True, params=["process", "thread"])
+def http_client(request):
+    HTTP_CLIENT["now"] = request.param
+    yield request.param
+    HTTP_CLIENT["now"] = "process"
+
+
 def client_for(ep, clock: FakeClock | None = None, key=None, **cfg):
+    cfg.setdefault("http_client", HTTP_CLIENT["now"])
     config = AzureMLConfig(endpoint=ep.url, swagger=swagger_for(ep.style), key=key, **cfg)
     fn = AzureMLFunction("score", config)
     return fn.make_client(timing=(clock or FakeClock()).timing()).open()
@@ -137,7 +150,8 @@ def test_connection_refused_is_unavailable(fake_endpoint):
     ep = fake_endpoint()
     url = ep.url
     ep.stop()
-    fn = AzureMLFunction("score", AzureMLConfig(endpoint=url, swagger=swagger_for("arrays"), max_attempts=2))
+    fn = AzureMLFunction("score", AzureMLConfig(endpoint=url, swagger=swagger_for("arrays"), max_attempts=2,
+                                                http_client=HTTP_CLIENT["now"]))
     clock = FakeClock()
     with fn.make_client(timing=clock.timing()) as c:
         res = c.call(ROWS)
@@ -196,6 +210,7 @@ def test_query_string_keys_never_appear_in_messages(fake_endpoint):
     ep = fake_endpoint()
     ep.plan(Fault(status=503, count=9))
     fn = AzureMLFunction("score", AzureMLConfig(endpoint=ep.url + "?code=QUERYKEY", swagger=swagger_for("arrays"),
+                                                http_client=HTTP_CLIENT["now"],
                                                 max_attempts=2))
     clock = FakeClock()
     with fn.make_client(timing=clock.timing()) as c:
@@ -213,6 +228,7 @@ def test_records_style_round_trip(fake_endpoint):
 def test_an_echoed_query_key_is_redacted_from_stop_errors(fake_endpoint):
     ep = fake_endpoint()
     fn = AzureMLFunction("score", AzureMLConfig(endpoint=ep.url.replace("/score", "/missing") + "?code=QUERYKEY",
+                                                http_client=HTTP_CLIENT["now"],
                                                 swagger=swagger_for("arrays")))
     with fn.make_client(timing=FakeClock().timing()) as c, pytest.raises(EndpointConfigError) as e:
         c.call(ROWS)

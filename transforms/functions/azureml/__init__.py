@@ -15,6 +15,7 @@ Job file::
         retry_deadline_s: 1800      # transient failures are retried this long per batch (-1: forever;
                                     # default: 1800 in batch, forever in streaming)
         max_attempts: 0             # optional cap on tries per batch (0: none)
+        http_client: process        # process: HTTP in a small child process (off the GIL); thread
 
 Python::
 
@@ -101,11 +102,14 @@ class AzureMLConfig:
     # batches through a GroupByKey (a synchronous scorer, no user state or timers)
     batching: str = "auto"
     gil_switch_interval_ms: float = 0.2  # while requests are in flight (scoring.GilHandoff); 0 = off
+    # process: the HTTP exchanges run in a child process (sender.py), off the pipeline's GIL;
+    # thread: with requests in the pipeline's process
+    http_client: str = "process"
     base_dir: str = "."
 
     JOB_KEYS = ("endpoint", "swagger", "key_env", "batch_size", "parallel_requests", "request_timeout_s",
                 "connect_timeout_s", "max_buffering_s", "max_attempts", "retry_deadline_s",
-                "backoff_base_s", "backoff_max_s", "batching", "gil_switch_interval_ms")
+                "backoff_base_s", "backoff_max_s", "batching", "gil_switch_interval_ms", "http_client")
 
     @classmethod
     def from_dict(cls, alias: str, spec: dict, base_dir: Path | str = ".") -> AzureMLConfig:
@@ -170,6 +174,8 @@ class AzureMLConfig:
             bad(f"'max_attempts' must be 0 (no cap) or more, got {self.max_attempts}")
         if self.batching not in ("auto", STATEFUL, BUNDLE):
             bad(f"'batching' must be auto, {STATEFUL} or {BUNDLE}, got {self.batching!r}")
+        if self.http_client not in ("process", "thread"):
+            bad(f"'http_client' must be process or thread, got {self.http_client!r}")
         if self.key_env is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.key_env):
             bad(f"'key_env' must be an environment variable name, got {self.key_env!r}")
 
@@ -258,7 +264,8 @@ class AzureMLFunction(AsaFunction):
         cfg = self.config
         return ScoringClient(self.alias, cfg.endpoint, self.signature, key=cfg.resolve_key(),
                              timeout_s=cfg.request_timeout_s, connect_timeout_s=cfg.connect_timeout_s,
-                             policy=cfg.retry_policy(streaming), pool_size=cfg.parallel_requests, timing=timing)
+                             policy=cfg.retry_policy(streaming), pool_size=cfg.parallel_requests, timing=timing,
+                             transport=cfg.http_client)
 
     def call_transform(self, site: CallSite) -> ScoreRows:
         return ScoreRows(self, site)

@@ -44,6 +44,7 @@ from urllib.parse import parse_qsl, urlsplit
 from transforms import progress
 from transforms.deadletter import json_default
 from transforms.errors import EndpointConfigError
+from transforms.functions.azureml.sender import Exchange, SenderClosed, SenderProcess
 from transforms.functions.azureml.swagger import SwaggerSignature, _safe_url
 
 try:  # several times faster than json for request and response bodies; optional
@@ -187,9 +188,11 @@ class ScoringClient:
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     pool_size: int = 1
     timing: Timing | None = None
+    transport: str = "process"  # "process": HTTP in a child process (sender.py); "thread": requests here
 
     def __post_init__(self):
         self._session = None
+        self._sender: SenderProcess | None = None
         self._closed = threading.Event()
         self._timing = self.timing or Timing(sleep=self._interruptible_sleep)
         self._safe_url = _safe_url(self.url)
@@ -198,6 +201,18 @@ class ScoringClient:
     # -- lifecycle -----------------------------------------------------------------------------
 
     def open(self) -> ScoringClient:
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if self.key:
+            headers["Authorization"] = f"Bearer {self.key}"
+        if self.transport == "process" and not urlsplit(self.url).username:
+            cafile = None
+            if self.url.startswith("https:"):
+                import certifi  # the CA bundle requests would use
+
+                cafile = certifi.where()
+            self._sender = SenderProcess(self.url, headers, self.connect_timeout_s, self.timeout_s,
+                                         threads=max(1, self.pool_size), cafile=cafile)
+            return self
         import requests
         from requests.adapters import HTTPAdapter
 
@@ -205,9 +220,7 @@ class ScoringClient:
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(1, self.pool_size), max_retries=0)
         session.mount("http://", adapter)
         session.mount("https://", adapter)
-        session.headers.update({"Content-Type": "application/json", "Accept": "application/json"})
-        if self.key:
-            session.headers["Authorization"] = f"Bearer {self.key}"
+        session.headers.update(headers)
         session.trust_env = False  # no proxies or .netrc credentials picked up behind our back
         self._session = session
         return self
@@ -215,6 +228,9 @@ class ScoringClient:
     def close(self) -> None:
         """Stop pending retries and release connections."""
         self._closed.set()
+        if self._sender is not None:
+            self._sender.close()
+            self._sender = None
         if self._session is not None:
             self._session.close()
             self._session = None
@@ -284,11 +300,32 @@ class ScoringClient:
         progress.add("ml.retries", result.stats.retries)
         return result
 
-    def _call(self, payloads: Sequence[Any]) -> CallResult:
+    def _exchange(self, data: bytes) -> Exchange:
+        """One POST of ``data``: in the sender process, or with requests in this thread."""
+        if self._sender is not None:
+            try:
+                return self._sender.exchange(data)
+            except SenderClosed:
+                raise Cancelled() from None
         import requests
         import urllib3
 
         if self._session is None:
+            raise RuntimeError("ScoringClient.open() was not called")
+        try:
+            # stream + one raw read: the body arrives in a few large recv() calls instead of
+            # 10 KB chunks, each of which would wait for the GIL behind the pipeline's thread.
+            with self._session.post(self.url, data=data, stream=True,
+                                    timeout=(self.connect_timeout_s, self.timeout_s)) as resp:
+                return Exchange(resp.status_code, resp.headers.get("Retry-After"), None,
+                                resp.raw.read(decode_content=True))
+        except (requests.Timeout, urllib3.exceptions.TimeoutError):
+            return Exchange(None, None, "timeout", b"")
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as e:
+            return Exchange(None, None, type(e).__name__, b"")
+
+    def _call(self, payloads: Sequence[Any]) -> CallResult:
+        if self._session is None and self._sender is None:
             raise RuntimeError("ScoringClient.open() was not called")
         data = self.encode(payloads)
         timing, policy = self._timing, self.policy
@@ -304,20 +341,11 @@ class ScoringClient:
             if self._closed.is_set():
                 raise Cancelled()
             t0 = timing.clock()
-            try:
-                # stream + one raw read: the body arrives in a few large recv() calls instead of
-                # 10 KB chunks, each of which would wait for the GIL behind the pipeline's thread.
-                with self._session.post(self.url, data=data, stream=True,
-                                        timeout=(self.connect_timeout_s, self.timeout_s)) as resp:
-                    status = resp.status_code
-                    content = resp.raw.read(decode_content=True)
-                    headers = resp.headers
-            except (requests.Timeout, urllib3.exceptions.TimeoutError):
-                status, content, headers = None, b"", {}
+            status, retry_after_header, error, content = self._exchange(data)
+            if error == "timeout":
                 message = f"timed out (request_timeout_s {self.timeout_s:g})"
-            except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as e:
-                status, content, headers = None, b"", {}
-                message = f"connection failed ({type(e).__name__})"
+            elif error is not None:
+                message = f"connection failed ({error})"
             if status is not None:
                 last_status = status
             latencies.append((timing.clock() - t0) * 1000.0)
@@ -346,7 +374,7 @@ class ScoringClient:
                                   self._describe(status, message),
                                   _stats(requests_sent, n, failed, retries, latencies, waited))
             if action is Action.RETRY:
-                retry_after = _retry_after(headers.get("Retry-After"), time.time())
+                retry_after = _retry_after(retry_after_header, time.time())
                 if retry_after is not None:
                     delay = min(retry_after, policy.retry_after_max_s)
                 else:

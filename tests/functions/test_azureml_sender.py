@@ -1,0 +1,241 @@
+"""The sender process (HTTP exchanges off the pipeline's process), against small real HTTP servers."""
+
+import gzip
+import http.server
+import os
+import signal
+import socket
+import threading
+import time
+
+import pytest
+
+from transforms.functions.azureml.sender import Exchange, SenderClosed, SenderProcess
+
+
+class _Server:
+    """A loopback HTTP/1.1 server whose handler a test chooses; records the client ports it saw."""
+
+    def __init__(self, handle):
+        outer = self
+        self.ports: list[int] = []
+        self.requests: list[tuple[dict, bytes]] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                outer.ports.append(self.client_address[1])
+                outer.requests.append((dict(self.headers), body))
+                handle(self, body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/score?api-version=2"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _answer(handler, status=200, body=b'{"ok":1}', headers=()):
+    try:
+        handler.send_response(status)
+        for k, v in headers:
+            handler.send_header(k, v)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+    except (BrokenPipeError, ConnectionResetError):  # the client gave up waiting (timeout tests)
+        handler.close_connection = True
+
+
+@pytest.fixture
+def server():
+    made = []
+
+    def make(handle=lambda h, body: _answer(h)):
+        s = _Server(handle)
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        s.close()
+
+
+@pytest.fixture
+def sender():
+    made = []
+
+    def make(url, threads=1, timeout_s=10.0, headers=None):
+        s = SenderProcess(url, headers or {"Content-Type": "application/json"}, 5.0, timeout_s, threads=threads)
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        s.close()
+
+
+def test_posts_the_body_and_headers_and_keeps_the_connection(server, sender):
+    srv = server()
+    s = sender(srv.url, headers={"Content-Type": "application/json", "Authorization": "Bearer k-123"})
+    answers = [s.exchange(b'{"n":%d}' % i) for i in range(5)]
+    assert answers == [Exchange(200, None, None, b'{"ok":1}')] * 5
+    assert [body for _, body in srv.requests] == [b'{"n":%d}' % i for i in range(5)]
+    headers = srv.requests[0][0]
+    assert headers["Authorization"] == "Bearer k-123" and headers["Content-Type"] == "application/json"
+    assert len(set(srv.ports)) == 1  # one keep-alive connection for all five
+
+
+def test_the_path_keeps_its_query_string(server, sender):
+    seen = []
+    srv = server(lambda h, body: (seen.append(h.path), _answer(h)))
+    sender(srv.url).exchange(b"{}")
+    assert seen == ["/score?api-version=2"]
+
+
+def test_statuses_bodies_and_retry_after_are_passed_back(server, sender):
+    srv = server(lambda h, body: _answer(h, 503, b'{"message":"busy"}', [("Retry-After", "7")]))
+    assert sender(srv.url).exchange(b"{}") == Exchange(503, "7", None, b'{"message":"busy"}')
+
+
+def test_a_server_that_closes_every_connection(server, sender):
+    srv = server(lambda h, body: _answer(h, headers=[("Connection", "close")]))
+    s = sender(srv.url)
+    assert [s.exchange(b"{}").status for _ in range(4)] == [200] * 4
+    assert len(set(srv.ports)) == 4
+
+
+def test_an_idle_connection_the_server_closed_is_not_reused(server, sender):
+    closed = threading.Event()
+
+    def answer_then_hang_up(h, body):
+        _answer(h)  # no "Connection: close": the client thinks it may reuse the connection
+        h.wfile.flush()
+        h.connection.shutdown(socket.SHUT_RDWR)
+        h.close_connection = True
+        closed.set()
+
+    srv = server(answer_then_hang_up)
+    s = sender(srv.url)
+    assert s.exchange(b"{}").status == 200
+    assert closed.wait(10)
+    time.sleep(0.2)  # the FIN reaches the client's socket
+    assert s.exchange(b"{}") == Exchange(200, None, None, b'{"ok":1}')
+    assert len(set(srv.ports)) == 2
+
+
+def test_gzip_bodies_are_decoded(server, sender):
+    srv = server(lambda h, body: _answer(h, body=gzip.compress(b'{"a":[1,2]}'), headers=[("Content-Encoding", "gzip")]))
+    assert sender(srv.url).exchange(b"{}").content == b'{"a":[1,2]}'
+
+
+def test_timeout_and_connection_refused(server, sender):
+    srv = server(lambda h, body: (time.sleep(3), _answer(h)))
+    t0 = time.monotonic()
+    assert sender(srv.url, timeout_s=0.3).exchange(b"{}") == Exchange(None, None, "timeout", b"")
+    assert time.monotonic() - t0 < 2.5
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    assert sender(f"http://127.0.0.1:{port}/score").exchange(b"{}").error == "ConnectionRefusedError"
+
+
+def test_parallel_requests_are_in_flight_together(server, sender):
+    barrier = threading.Barrier(3, timeout=20)
+
+    def wait_for_all(h, body):
+        barrier.wait()  # breaks (and the test fails) unless three requests are in flight at once
+        _answer(h, body=body)
+
+    srv = server(wait_for_all)
+    s = sender(srv.url, threads=3)
+    out = [None] * 3
+    threads = [threading.Thread(target=lambda i=i: out.__setitem__(i, s.exchange(b"%d" % i))) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert [o.content for o in out] == [b"0", b"1", b"2"]  # each caller gets its own answer
+
+
+def _child_pid(s: SenderProcess) -> int:
+    return s._proc.pid
+
+
+def test_a_dead_child_fails_its_requests_and_is_replaced(server, sender):
+    arrived = threading.Event()
+    srv = server(lambda h, body: (arrived.set(), time.sleep(1.5), _answer(h)) if body == b"slow" else _answer(h))
+    s = sender(srv.url)
+    assert s.exchange(b"{}").status == 200
+    first = _child_pid(s)
+    result = []
+    t = threading.Thread(target=lambda: result.append(s.exchange(b"slow")))
+    t.start()
+    assert arrived.wait(10)
+    os.kill(first, signal.SIGKILL)
+    t.join(20)
+    assert result == [Exchange(None, None, "SenderProcessExited", b"")]
+    assert s.exchange(b"{}").status == 200 and _child_pid(s) != first
+
+
+def test_close_wakes_a_waiting_request(server, sender):
+    arrived = threading.Event()
+    srv = server(lambda h, body: (arrived.set(), time.sleep(3), _answer(h)))
+    s = sender(srv.url)
+    raised = []
+
+    def call():
+        try:
+            s.exchange(b"{}")
+        except SenderClosed:
+            raised.append(True)
+
+    t = threading.Thread(target=call)
+    t.start()
+    assert arrived.wait(10)
+    s.close()
+    t.join(10)
+    assert raised == [True]
+    with pytest.raises(SenderClosed):
+        s.exchange(b"{}")
+
+
+def test_the_key_is_not_on_the_child_command_line(server, sender):
+    srv = server()
+    s = sender(srv.url, headers={"Authorization": "Bearer secret-key-42"})
+    assert s.exchange(b"{}").status == 200
+    with open(f"/proc/{_child_pid(s)}/cmdline", "rb") as f:
+        assert b"secret-key-42" not in f.read()
+
+
+def test_https_verifies_the_server_against_the_ca_file(tmp_path, server, sender):
+    import shutil
+    import ssl
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    srv = server()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    srv.httpd.socket = context.wrap_socket(srv.httpd.socket, server_side=True)
+    url = srv.url.replace("http://", "https://")
+    trusted = SenderProcess(url, {}, 5.0, 10.0, cafile=str(cert))
+    try:
+        assert trusted.exchange(b"{}") == Exchange(200, None, None, b'{"ok":1}')
+    finally:
+        trusted.close()
+    # the default CA bundle does not know this self-signed certificate: no exchange
+    assert sender(url).exchange(b"{}").error == "SSLCertVerificationError"

@@ -1,0 +1,271 @@
+"""The HTTP side of scoring in a small child process: the pipeline's process only moves bytes.
+
+Python runs one thread at a time. An HTTP exchange in a thread of the pipeline's process
+costs ~1.5 ms of interpreter time per request (headers, the connection pool, response
+parsing, a dozen socket calls, each of which must win the GIL back from the pipeline's
+thread). Here the pipeline's process writes the request body to a pipe and reads the
+response from another: two system calls and one wake-up per request. This child does the
+exchange on its own core, with the standard library only, so it starts in a few tens of
+milliseconds and never imports the pipeline.
+
+Protocol (both directions): frames of a 4-byte big-endian length and a ``marshal``-ed tuple.
+- The parent's first frame is the configuration: ``(url, headers, connect_timeout_s,
+  timeout_s, threads, cafile)``. It carries the key in ``headers``, so the key never appears
+  on a command line or in the environment.
+- Then each request is ``(id, body)``, and each answer ``(id, status, retry_after, error,
+  content)``: ``status`` is the HTTP status or ``None`` when no response came; ``error`` is
+  then ``"timeout"`` or the exception's class name.
+- The child exits when its standard input closes: the parent stopped or died.
+"""
+
+from __future__ import annotations
+
+import http.client
+import marshal
+import os
+import queue
+import select
+import ssl
+import struct
+import subprocess
+import sys
+import threading
+import zlib
+from typing import NamedTuple
+from urllib.parse import urlsplit
+
+_LEN = struct.Struct(">I")
+
+
+def write_frame(stream, value) -> None:
+    data = marshal.dumps(value)
+    stream.write(_LEN.pack(len(data)) + data)  # one write: one system call
+    stream.flush()
+
+
+def read_frame(stream):
+    """The next frame's value, or None at the end of the stream."""
+    head = stream.read(4)
+    if len(head) < 4:
+        return None
+    (n,) = _LEN.unpack(head)
+    data = stream.read(n)
+    if len(data) < n:
+        return None
+    return marshal.loads(data)
+
+
+class _Connection:
+    """One keep-alive connection, opened again when the server closed it."""
+
+    def __init__(self, url: str, connect_timeout_s: float, timeout_s: float, cafile: str | None):
+        parts = urlsplit(url)
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname or ""
+        self._port = parts.port
+        self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        self._connect_timeout_s = connect_timeout_s
+        self._timeout_s = timeout_s
+        self._context = ssl.create_default_context(cafile=cafile) if self._https else None
+        self._conn: http.client.HTTPConnection | None = None
+
+    def _open(self) -> http.client.HTTPConnection:
+        if self._https:
+            conn = http.client.HTTPSConnection(self._host, self._port, timeout=self._connect_timeout_s,
+                                               context=self._context)
+        else:
+            conn = http.client.HTTPConnection(self._host, self._port, timeout=self._connect_timeout_s)
+        conn.connect()
+        conn.sock.settimeout(self._timeout_s)  # the connect timeout was for connecting only
+        return conn
+
+    def _usable(self) -> http.client.HTTPConnection:
+        conn = self._conn
+        if conn is not None and conn.sock is not None:
+            # an idle keep-alive connection the server closed reads as ready (EOF): open a new one
+            # instead of sending the body into it
+            if not select.select([conn.sock], [], [], 0)[0]:
+                return conn
+        self.close()
+        self._conn = self._open()
+        return self._conn
+
+    def post(self, body: bytes, headers: dict) -> tuple:
+        try:
+            conn = self._usable()
+            conn.request("POST", self._path, body=body, headers=headers)
+            resp = conn.getresponse()
+            content = resp.read()
+            encoding = (resp.getheader("Content-Encoding") or "").strip().lower()
+            if encoding in ("gzip", "x-gzip"):
+                content = zlib.decompress(content, 16 + zlib.MAX_WBITS)
+            elif encoding == "deflate":
+                content = zlib.decompress(content)
+            if resp.will_close:
+                self.close()
+            return resp.status, resp.getheader("Retry-After"), None, content
+        except TimeoutError:
+            self.close()
+            return None, None, "timeout", b""
+        except (OSError, http.client.HTTPException, zlib.error) as e:
+            self.close()
+            return None, None, type(e).__name__, b""
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+def serve(stdin, stdout) -> None:
+    config = read_frame(stdin)
+    if config is None:
+        return
+    url, headers, connect_timeout_s, timeout_s, threads, cafile = config
+    requests: queue.SimpleQueue = queue.SimpleQueue()
+    out_lock = threading.Lock()
+
+    def work() -> None:
+        conn = _Connection(url, connect_timeout_s, timeout_s, cafile)
+        while True:
+            item = requests.get()
+            if item is None:
+                return
+            rid, body = item
+            status, retry_after, error, content = conn.post(body, headers)
+            with out_lock:
+                write_frame(stdout, (rid, status, retry_after, error, content))
+
+    for _ in range(max(1, threads)):
+        threading.Thread(target=work, daemon=True).start()
+    while True:
+        item = read_frame(stdin)
+        if item is None:
+            return
+        requests.put(item)
+
+
+class Exchange(NamedTuple):
+    """One request's outcome: ``status`` None means no response (``error`` says why)."""
+
+    status: int | None
+    retry_after: str | None
+    error: str | None
+    content: bytes
+
+
+class SenderClosed(Exception):
+    """``SenderProcess.close`` was called while this request waited for its answer."""
+
+
+class SenderProcess:
+    """The parent's end: starts the child, sends bodies, hands each answer to its caller.
+
+    ``exchange`` may be called from several threads at once (up to ``threads`` requests are
+    sent in parallel). If the child dies, the requests waiting for it get a connection error
+    (the caller's retry policy applies) and the next ``exchange`` starts a new child.
+
+    >>> sender = SenderProcess("http://127.0.0.1:9/score", {}, 1.0, 1.0, threads=1)
+    >>> sender.exchange(b"{}").error   # nothing listens on port 9
+    'ConnectionRefusedError'
+    >>> sender.close()
+    """
+
+    def __init__(self, url: str, headers: dict[str, str], connect_timeout_s: float, timeout_s: float,
+                 threads: int = 1, cafile: str | None = None):
+        self._config = (url, dict(headers), float(connect_timeout_s), float(timeout_s), int(threads), cafile)
+        self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._proc: subprocess.Popen | None = None
+        self._waiting: dict[int, list] = {}  # id -> [Event, Exchange | None, the child it went to]
+        self._next_id = 0
+        self._closed = False
+
+    def _start(self) -> subprocess.Popen:
+        """A running child (started if needed); call with ``_lock`` held."""
+        if self._proc is not None and self._proc.poll() is None:
+            return self._proc
+        # -I: no PYTHON* variables, no user site, not the script's directory on sys.path
+        proc = subprocess.Popen([sys.executable, "-I", os.path.abspath(__file__)], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=1 << 16)
+        write_frame(proc.stdin, self._config)
+        self._proc = proc
+        threading.Thread(target=self._read_answers, args=(proc,), name="sender-answers", daemon=True).start()
+        return proc
+
+    def _read_answers(self, proc: subprocess.Popen) -> None:
+        try:
+            while True:
+                answer = read_frame(proc.stdout)
+                if answer is None:
+                    break
+                rid, status, retry_after, error, content = answer
+                with self._lock:
+                    slot = self._waiting.pop(rid, None)
+                if slot is not None:
+                    slot[1] = Exchange(status, retry_after, error, content)
+                    slot[0].set()
+        except (OSError, ValueError, EOFError):
+            pass
+        # the child is gone: what was sent to it gets a connection error
+        died = Exchange(None, None, "SenderProcessExited", b"")
+        with self._lock:
+            lost = [rid for rid, slot in self._waiting.items() if slot[2] is proc]
+            slots = [self._waiting.pop(rid) for rid in lost]
+        for slot in slots:
+            slot[1] = died
+            slot[0].set()
+
+    def exchange(self, body: bytes) -> Exchange:
+        """POST ``body``; raises ``SenderClosed`` when the sender is closed meanwhile."""
+        slot: list = [threading.Event(), None, None]
+        with self._lock:
+            if self._closed:
+                raise SenderClosed()
+            rid = self._next_id = self._next_id + 1
+            self._waiting[rid] = slot
+            slot[2] = proc = self._start()
+        try:
+            with self._write_lock:  # not under _lock: the answers' reader needs it meanwhile
+                write_frame(proc.stdin, (rid, body))
+        except (OSError, ValueError):  # the child died: the next call starts another
+            with self._lock:
+                self._waiting.pop(rid, None)
+            return Exchange(None, None, "SenderProcessExited", b"")
+        slot[0].wait()
+        if slot[1] is None:
+            raise SenderClosed()
+        return slot[1]
+
+    def close(self) -> None:
+        """Stop the child; requests waiting for an answer raise ``SenderClosed``."""
+        with self._lock:
+            self._closed = True
+            proc, self._proc = self._proc, None
+            waiting, self._waiting = self._waiting, {}
+        for slot in waiting.values():
+            slot[0].set()
+        if proc is not None:
+            try:
+                proc.stdin.close()  # the child exits at the end of its input
+            except OSError:
+                pass
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            proc.stdout.close()
+
+
+def main() -> None:  # pragma: no cover - runs as the child process
+    try:
+        serve(sys.stdin.buffer, sys.stdout.buffer)
+    except BrokenPipeError:
+        pass
+    finally:
+        os._exit(0)  # do not wait for requests in flight: nobody reads their answers
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
