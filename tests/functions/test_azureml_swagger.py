@@ -325,6 +325,26 @@ def test_record_fast_path_quotes_any_column_name_and_checks_every_bound():
             conv({odd: 1.5, "small": 1, "s": "x", **bad})
 
 
+def test_record_reader_reads_a_query_row_in_place_as_the_converter_does(records):
+    """``udf.score(Alias)`` rows are read without a stripped copy: whatever the reader returns
+    must be what the converter returns for the row without its hidden columns; anything else
+    (a missing column, another type, a bound) must be left to the converter (None)."""
+    from pipelines.serving.fake import swagger_for
+    from transforms.query.plan import HIDDEN_PREFIX
+
+    sig = parse_swagger(swagger2(score_records.run))
+    read = sig.record_reader()
+    typed = {"vendorid": 1, "weekday": "Monday", "pickuphour": 8, "passenger": 2, "distance": 2.5}
+    row = {**typed, "fare": 9.0, HIDDEN_PREFIX + "udf1": {"x": 1}, HIDDEN_PREFIX + "ts": 17}
+    assert read(row) == records(typed) == typed and list(read(row)) == list(typed)
+    for other in ({"distance": 2}, {"vendorid": "1"}, {"vendorid": 2**70}, {"distance": math.nan}):
+        assert read({**row, **other}) is None  # the converter decides (converts or fails the row)
+    assert read({k: v for k, v in row.items() if k != "weekday"}) is None
+    assert read({"VendorId": 1, **{k: v for k, v in typed.items() if k != "vendorid"}}) is None  # case
+    assert parse_swagger(swagger2(score_arrays.run)).record_reader() is None
+    assert parse_swagger(swagger_for("arrays")).record_reader() is None
+
+
 def test_array_conversion():
     conv = parse_swagger(swagger2(score_arrays.run)).converter()
     assert conv([1, "Thursday", 16, 1, 3.48]) == ["1", "Thursday", "16", "1", "3.48"]

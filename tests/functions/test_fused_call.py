@@ -118,6 +118,25 @@ def test_which_steps_fuse(query, fused, fake_endpoint):
     assert (fused_call(step, registry) is not None) is fused
 
 
+@pytest.mark.parametrize("query, arg_is_row", [
+    ("WITH D AS (SELECT id, x FROM input) SELECT udf.score(D) AS s INTO o FROM D", True),
+    ("SELECT udf.score(input) AS s INTO o FROM input", True),
+    ("SELECT udf.score(x) AS s INTO o FROM input", False),
+    ("SELECT udf.score(CASE WHEN id > 1 THEN input ELSE NULL END) AS s INTO o FROM input", False),
+])
+def test_a_call_on_the_whole_row_is_marked(query, arg_is_row, fake_endpoint):
+    """``CallSite.arg_is_row`` lets the scoring DoFn read the row's columns in place."""
+    from transforms.functions.base import CallSite
+
+    sites: list[CallSite] = []
+    fn = _function(fake_endpoint("records"))
+    original = fn.call_transform
+    fn.call_transform = lambda site: (sites.append(site), original(site))[1]
+    with TestPipeline() as p:
+        _ = {"input": p | beam.Create([{"id": 1, "x": 0.5}])} | AsaQuery(query, [fn])
+    assert [s.arg_is_row for s in sites] == [arg_is_row]
+
+
 def test_explain_names_the_fused_step(tmp_path, fake_endpoint):
     from pipelines.job import load_job
 

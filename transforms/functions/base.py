@@ -44,6 +44,9 @@ class CallSite:
     # DoFn, which saves two Beam steps per row. See ``RowStage``.
     before: RowStage | None = None
     after: RowStage | None = None
+    # The call's one argument is the row itself, hidden columns stripped (``udf.f(Alias)``): a
+    # function may then read the row's fields in place instead of evaluating ``args``.
+    arg_is_row: bool = False
 
 
 class RowStage:

@@ -43,6 +43,7 @@ from transforms.query.plan import (
     JoinDef,
     OutputColumn,
     Plan,
+    RowRef,
     SelectStep,
     UdfCall,
     UnionStep,
@@ -274,6 +275,7 @@ class SelectStepTransform(beam.PTransform):
             guard=compile_predicate(call.guard) if call.guard is not None else None,
             before=before,
             after=after,
+            arg_is_row=tuple(call.args) == (RowRef(strip_hidden=True),),
         )
         label = f"udf.{function.alias} #{call.column[len(HIDDEN_PREFIX):]}"
         out = rows | label >> function.call_transform(site)

@@ -164,6 +164,9 @@ class PrepareRowsDoFn(beam.DoFn):
         # the generated functions themselves, not their CompiledFunction wrappers: one call less per row
         self._args = getattr(self._site.args, "fn", self._site.args)
         self._guard = getattr(self._site.guard, "fn", self._site.guard)
+        # udf.f(Alias) with a record swagger: read the declared columns from the row itself
+        # (no stripped copy of the row, no argument tuple); None falls back to the general path
+        self._read = self._signature.record_reader() if self._site.arg_is_row else None
 
     def start_bundle(self):
         self._buffers: dict[Any, list] = {}
@@ -174,6 +177,10 @@ class PrepareRowsDoFn(beam.DoFn):
         """The request row for ``row``, PASSTHROUGH, or a ``_Failure``."""
         if self._guard is not None and not self._guard(row):
             return PASSTHROUGH
+        if self._read is not None:
+            out = self._read(row)
+            if out is not None:
+                return out
         try:
             args = self._args(row)
             if len(args) != 1:

@@ -50,6 +50,7 @@ from urllib.parse import urlsplit
 
 from transforms import types
 from transforms.deadletter import RowError, format_datetime
+from transforms.query.plan import HIDDEN_PREFIX
 
 RECORD, ARRAY, SCALAR, ANY = "record", "array", "scalar", "any"  # row / result shapes
 SCHEMA_MISMATCH = "schema_mismatch"
@@ -133,6 +134,22 @@ class SwaggerSignature:
         conversions (``"3"`` → 3 for an integer column, 3 → ``"3"`` for a string column, ...).
         """
         return _row_converter(self)
+
+    def record_reader(self) -> Callable[[dict], dict | None] | None:
+        """For records: a function reading the declared columns straight from a query row, or
+        None when a value needs the converter (missing, another type, out of range, not finite);
+        None for other row shapes.
+
+        It only reads the declared columns, so hidden columns of the row (names starting with
+        NUL) are never read and the row need not be stripped of them first; what it returns is
+        what ``converter()`` returns for the stripped row.
+        """
+        if self.row_shape != RECORD:
+            return None
+        fast = getattr(_record_converter(self.row_schema, "input"), "fast", None)
+        if fast is None or any(c.name.startswith(HIDDEN_PREFIX) for c in self.columns):
+            return None
+        return fast
 
     def describe(self) -> str:
         if self.row_shape == RECORD and self.columns:
