@@ -239,3 +239,13 @@ def test_https_verifies_the_server_against_the_ca_file(tmp_path, server, sender)
         trusted.close()
     # the default CA bundle does not know this self-signed certificate: no exchange
     assert sender(url).exchange(b"{}").error == "SSLCertVerificationError"
+
+
+def test_ctrl_c_is_the_pipelines_to_handle_not_the_childs(server, sender):
+    srv = server()
+    s = sender(srv.url)
+    assert s.exchange(b"{}").status == 200
+    child = _child_pid(s)
+    os.kill(child, signal.SIGINT)
+    time.sleep(0.5)
+    assert s.exchange(b"{}").status == 200 and _child_pid(s) == child

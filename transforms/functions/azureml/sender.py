@@ -15,7 +15,8 @@ Protocol (both directions): frames of a 4-byte big-endian length and a ``marshal
 - Then each request is ``(id, body)``, and each answer ``(id, status, retry_after, error,
   content)``: ``status`` is the HTTP status or ``None`` when no response came; ``error`` is
   then ``"timeout"`` or the exception's class name.
-- The child exits when its standard input closes: the parent stopped or died.
+- The child exits when its standard input closes: the parent stopped or died. It ignores
+  SIGINT, which a terminal sends to the pipeline's whole process group.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import marshal
 import os
 import queue
 import select
+import signal
 import ssl
 import struct
 import subprocess
@@ -259,6 +261,9 @@ class SenderProcess:
 
 
 def main() -> None:  # pragma: no cover - runs as the child process
+    # Ctrl-C reaches the terminal's whole process group: the pipeline decides what it means
+    # (the CLI drains a streaming job); this child lives until its input closes.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         serve(sys.stdin.buffer, sys.stdout.buffer)
     except BrokenPipeError:
