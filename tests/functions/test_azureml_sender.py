@@ -5,12 +5,17 @@ import http.server
 import os
 import signal
 import socket
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
-from transforms.functions.azureml.sender import Exchange, SenderClosed, SenderProcess
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the shared fixtures module
+pytest_plugins = ["fixtures_azureml"]
+
+from transforms.functions.azureml.sender import Exchange, SenderClosed, SenderProcess  # noqa: E402
 
 
 class _Server:
@@ -249,3 +254,19 @@ def test_ctrl_c_is_the_pipelines_to_handle_not_the_childs(server, sender):
     os.kill(child, signal.SIGINT)
     time.sleep(0.5)
     assert s.exchange(b"{}").status == 200 and _child_pid(s) == child
+
+
+def test_the_child_is_started_by_open_not_by_the_first_request(fake_endpoint):
+    """Its start-up (tens of ms) belongs to a DoFn's setup; a first request, or the timing of a
+    ``tune-batch`` sweep, must not pay it."""
+    from pipelines.serving.fake import swagger_for
+    from transforms.functions.azureml import AzureMLConfig, AzureMLFunction
+
+    ep = fake_endpoint("records")
+    fn = AzureMLFunction("score", AzureMLConfig(endpoint=ep.url, swagger=swagger_for("records")))
+    with fn.make_client() as client:
+        proc = client._sender._proc
+        assert proc is not None and proc.poll() is None and ep.log == []
+        assert client.call([{"id": 1, "x": 2.0}]).results == [{"id": 1, "Scored Labels": 3.0}]
+        assert client._sender._proc is proc
+    assert proc.poll() is not None  # closed with the client

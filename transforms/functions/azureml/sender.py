@@ -11,7 +11,7 @@ milliseconds and never imports the pipeline.
 Protocol (both directions): frames of a 4-byte big-endian length and a ``marshal``-ed tuple.
 - The parent's first frame is the configuration: ``(url, headers, connect_timeout_s,
   timeout_s, threads, cafile)``. It carries the key in ``headers``, so the key never appears
-  on a command line or in the environment.
+  on a command line or in the environment. The child answers ``"ready"``.
 - Then each request is ``(id, body)``, and each answer ``(id, status, retry_after, error,
   content)``: ``status`` is the HTTP status or ``None`` when no response came; ``error`` is
   then ``"timeout"`` or the exception's class name.
@@ -140,6 +140,7 @@ def serve(stdin, stdout) -> None:
 
     for _ in range(max(1, threads)):
         threading.Thread(target=work, daemon=True).start()
+    write_frame(stdout, "ready")
     while True:
         item = read_frame(stdin)
         if item is None:
@@ -190,10 +191,25 @@ class SenderProcess:
         # -I: no PYTHON* variables, no user site, not the script's directory on sys.path
         proc = subprocess.Popen([sys.executable, "-I", os.path.abspath(__file__)], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=1 << 16)
-        write_frame(proc.stdin, self._config)
+        try:
+            write_frame(proc.stdin, self._config)
+            ready = read_frame(proc.stdout)  # started and configured: its start-up is paid here
+        except (OSError, ValueError, EOFError):
+            ready = None
+        if ready != "ready":
+            proc.kill()
+            proc.wait()
+            raise OSError("the sender process did not start")
         self._proc = proc
         threading.Thread(target=self._read_answers, args=(proc,), name="sender-answers", daemon=True).start()
         return proc
+
+    def start(self) -> SenderProcess:
+        """Start the child now (it is otherwise started by the first ``exchange``)."""
+        with self._lock:
+            if not self._closed:
+                self._start()
+        return self
 
     def _read_answers(self, proc: subprocess.Popen) -> None:
         try:
@@ -224,9 +240,13 @@ class SenderProcess:
         with self._lock:
             if self._closed:
                 raise SenderClosed()
+            try:
+                proc = self._start()
+            except OSError:
+                return Exchange(None, None, "SenderProcessExited", b"")
             rid = self._next_id = self._next_id + 1
             self._waiting[rid] = slot
-            slot[2] = proc = self._start()
+            slot[2] = proc
         try:
             with self._write_lock:  # not under _lock: the answers' reader needs it meanwhile
                 write_frame(proc.stdin, (rid, body))
