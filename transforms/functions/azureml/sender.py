@@ -27,7 +27,6 @@ import os
 import queue
 import select
 import signal
-import ssl
 import struct
 import subprocess
 import sys
@@ -68,7 +67,12 @@ class _Connection:
         self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         self._connect_timeout_s = connect_timeout_s
         self._timeout_s = timeout_s
-        self._context = ssl.create_default_context(cafile=cafile) if self._https else None
+        if self._https:
+            import ssl  # only for https: ~10 ms of the child's start-up
+
+            self._context = ssl.create_default_context(cafile=cafile)
+        else:
+            self._context = None
         self._conn: http.client.HTTPConnection | None = None
 
     def _open(self) -> http.client.HTTPConnection:
@@ -188,8 +192,9 @@ class SenderProcess:
         """A running child (started if needed); call with ``_lock`` held."""
         if self._proc is not None and self._proc.poll() is None:
             return self._proc
-        # -I: no PYTHON* variables, no user site, not the script's directory on sys.path
-        proc = subprocess.Popen([sys.executable, "-I", os.path.abspath(__file__)], stdin=subprocess.PIPE,
+        # -I: no PYTHON* variables, no user site, not the script's directory on sys.path;
+        # -S: no site-packages either (the child needs the standard library only; ~15 ms less)
+        proc = subprocess.Popen([sys.executable, "-I", "-S", os.path.abspath(__file__)], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=1 << 16)
         try:
             write_frame(proc.stdin, self._config)
