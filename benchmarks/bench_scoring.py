@@ -333,13 +333,14 @@ def run() -> list[str]:
         _write_input(src1, n1)
 
         # -- 1. the real local endpoint ----------------------------------------------------------
-        with LocalEndpoint(style="records") as ep, FakeEndpointProcess("records") as instant:
+        with LocalEndpoint(style="records") as ep, FakeEndpointProcess("records", echo=True) as instant:
             fn = {p: AzureMLFunction("score", AzureMLConfig(endpoint=ep.url, batch_size=BATCH, parallel_requests=p))
                   for p in (1, 2)}
             for f in fn.values():
                 f.validate()
-            # the same swagger served by an endpoint that answers at once (its own process): what the
-            # scoring path costs the pipeline when the model's CPU is not on the pipeline's two cores
+            # the same swagger served by an endpoint that answers at once (its own process), with
+            # the real one's answer shape (the row echoed plus "Scored Labels"): what the scoring
+            # path costs the pipeline when the model's CPU is not on the pipeline's two cores
             swagger = requests.get(ep.swagger_url, timeout=30).json()
             fn_instant = AzureMLFunction("score", AzureMLConfig(endpoint=instant.url, swagger=swagger,
                                                                 batch_size=BATCH, parallel_requests=2))

@@ -85,6 +85,11 @@ def default_score(style: str) -> Callable[[Any], Any]:
     return _sum_numbers
 
 
+def echo_score(row: Any) -> Any:
+    """A designer endpoint's answer: the input record echoed, plus ``Scored Labels``."""
+    return {**row, "Scored Labels": _sum_numbers(row)}
+
+
 def swagger_for(style: str, version: int = 2) -> dict:
     """The swagger an inference-schema entry script for this style would produce."""
     if style == "records":
@@ -450,9 +455,10 @@ class FakeEndpointProcess:
     """A FakeEndpoint in a child process (no GIL shared with the caller), e.g. for benchmarks."""
 
     def __init__(self, style: str = "arrays", latency_s: float = 0.0, latency_per_row_s: float = 0.0,
-                 poison_rate: float = 0.0):
+                 poison_rate: float = 0.0, echo: bool = False):
         self.style, self.latency_s, self.latency_per_row_s = style, latency_s, latency_per_row_s
         self.poison_rate = poison_rate
+        self.echo = echo  # records: answer each row with the row echoed plus "Scored Labels" (echo_score)
         self._proc = None
         self.port: int | None = None
 
@@ -490,7 +496,7 @@ class FakeEndpointProcess:
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "pipelines.serving.fake", "--port", str(self.port), "--style", self.style,
              "--latency", str(self.latency_s), "--latency-per-row", str(self.latency_per_row_s),
-             "--poison-rate", str(self.poison_rate)],
+             "--poison-rate", str(self.poison_rate)] + (["--echo"] if self.echo else []),
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             preexec_fn=_die_with_parent if sys.platform == "linux" else None)
         deadline = time.monotonic() + 30
@@ -525,9 +531,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latency", type=float, default=0.0, help="seconds per request")
     parser.add_argument("--latency-per-row", type=float, default=0.0, help="seconds per row")
     parser.add_argument("--poison-rate", type=float, default=0.0, help="fraction of rows answered with 400")
+    parser.add_argument("--echo", action="store_true", help="records: echo each row plus Scored Labels")
     args = parser.parse_args(argv)
     ep = FakeEndpoint(args.style, latency_s=args.latency, latency_per_row_s=args.latency_per_row, port=args.port,
-                      poison=poison_rate(args.poison_rate) if args.poison_rate > 0 else None)
+                      poison=poison_rate(args.poison_rate) if args.poison_rate > 0 else None,
+                      score=echo_score if args.echo and args.style == "records" else None)
     ep.start()
     try:
         ep._thread.join()
