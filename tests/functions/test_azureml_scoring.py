@@ -508,11 +508,7 @@ def _freeze_count_seen(row):
     import gc
 
     _FREEZE_COUNTS.append(gc.get_freeze_count())  # same process: the FnApiRunner runs in-process
-    _THRESHOLDS.append(gc.get_threshold()[0])
     return row
-
-
-_THRESHOLDS: list = []
 
 
 _FREEZE_COUNTS: list = []
@@ -527,13 +523,9 @@ def test_scoring_freezes_the_objects_alive_at_setup_until_teardown(fake_endpoint
     from transforms.functions.azureml.scoring import GcFreeze
 
     _FREEZE_COUNTS.clear()
-    _THRESHOLDS.clear()
-    before = gc.get_threshold()
     p = beam.Pipeline(options=pipeline_options())
     out = p | beam.Create(rows(10)) | score(fake_endpoint())
     out["rows"] | beam.Map(_freeze_count_seen)
     p.run().wait_until_finish()
     assert len(_FREEZE_COUNTS) == 10 and min(_FREEZE_COUNTS) > 10_000
     assert GcFreeze._holds == 0 and gc.get_freeze_count() == 0
-    # young collections are rarer while rows are held for requests, and as before afterwards
-    assert _THRESHOLDS == [max(before[0], GcFreeze.YOUNG_THRESHOLD)] * 10 and gc.get_threshold() == before

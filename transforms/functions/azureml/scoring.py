@@ -400,34 +400,20 @@ class GcFreeze:
     objects). Measured on the seed job, those full collections cost ~2 µs per scored row, a
     tenth of the job. Frozen, the objects that were there before are no longer walked.
 
-    The youngest generation's threshold is raised to ``YOUNG_THRESHOLD`` meanwhile too: with
-    700 (Python's default), the rows, request rows and results held for a batch (a few
-    thousand objects) set off several young collections per batch, each promoting them, and a
-    middle-generation collection walked them again every ten (measured: 1,475 young and 133
-    middle collections per 200,000 scored rows, against 49 and 5 without scoring). Measured on
-    the seed job interleaved with the job without scoring: +3-4% (0.62 → 0.64×, 0.69 → 0.72×).
-
     Reference counted like ``GilHandoff``: the first scoring DoFn set up freezes, the last one
-    torn down unfreezes and restores the threshold, so a process that runs pipeline after
-    pipeline (tests, notebooks) gets its older objects collected again between them. (No
-    ``gc.collect()`` first: it would take ~60 ms to free the few hundred garbage objects that
-    are frozen with the rest until then.)
+    torn down unfreezes, so a process that runs pipeline after pipeline (tests, notebooks) gets
+    its older objects collected again between them. (No ``gc.collect()`` first: it would take
+    ~60 ms to free the few hundred garbage objects that are frozen with the rest until then.)
     """
 
-    YOUNG_THRESHOLD = 20_000
     _lock = threading.Lock()
     _holds = 0
-    _saved_threshold: tuple[int, ...] | None = None
 
     @classmethod
     def hold(cls) -> None:
         with cls._lock:
             if cls._holds == 0:
                 gc.freeze()
-                threshold = gc.get_threshold()
-                if threshold[0] < cls.YOUNG_THRESHOLD:
-                    cls._saved_threshold = threshold
-                    gc.set_threshold(cls.YOUNG_THRESHOLD, *threshold[1:])
             cls._holds += 1
 
     @classmethod
@@ -438,9 +424,6 @@ class GcFreeze:
             cls._holds -= 1
             if cls._holds == 0:
                 gc.unfreeze()
-                if cls._saved_threshold is not None:
-                    gc.set_threshold(*cls._saved_threshold)
-                    cls._saved_threshold = None
 
 
 class ScoreBatchesDoFn(beam.DoFn):
