@@ -265,7 +265,7 @@ class AzureMLFunction(AsaFunction):
         return ScoringClient(self.alias, cfg.endpoint, self.signature, key=cfg.resolve_key(),
                              timeout_s=cfg.request_timeout_s, connect_timeout_s=cfg.connect_timeout_s,
                              policy=cfg.retry_policy(streaming), pool_size=cfg.parallel_requests, timing=timing,
-                             transport=cfg.http_client)
+                             http_client=cfg.http_client)
 
     def call_transform(self, site: CallSite) -> ScoreRows:
         return ScoreRows(self, site)

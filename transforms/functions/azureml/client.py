@@ -188,7 +188,7 @@ class ScoringClient:
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     pool_size: int = 1
     timing: Timing | None = None
-    transport: str = "process"  # "process": HTTP in a child process (sender.py); "thread": requests here
+    http_client: str = "process"  # "process": HTTP in a child process (sender.py); "thread": requests here
 
     def __post_init__(self):
         self._session = None
@@ -204,7 +204,7 @@ class ScoringClient:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if self.key:
             headers["Authorization"] = f"Bearer {self.key}"
-        if self.transport == "process" and not urlsplit(self.url).username:
+        if self.http_client == "process" and not urlsplit(self.url).username:
             cafile = None
             if self.url.startswith("https:"):
                 import certifi  # the CA bundle requests would use
@@ -314,8 +314,6 @@ class ScoringClient:
         import requests
         import urllib3
 
-        if self._session is None:
-            raise RuntimeError("ScoringClient.open() was not called")
         try:
             # stream + one raw read: the body arrives in a few large recv() calls instead of
             # 10 KB chunks, each of which would wait for the GIL behind the pipeline's thread.

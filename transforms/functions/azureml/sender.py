@@ -128,13 +128,13 @@ def serve(stdin, stdout) -> None:
     if config is None:
         return
     url, headers, connect_timeout_s, timeout_s, threads, cafile = config
-    requests: queue.SimpleQueue = queue.SimpleQueue()
+    pending: queue.SimpleQueue = queue.SimpleQueue()
     out_lock = threading.Lock()
 
     def work() -> None:
         conn = _Connection(url, connect_timeout_s, timeout_s, cafile)
         while True:
-            item = requests.get()
+            item = pending.get()
             if item is None:
                 return
             rid, body = item
@@ -149,7 +149,7 @@ def serve(stdin, stdout) -> None:
         item = read_frame(stdin)
         if item is None:
             return
-        requests.put(item)
+        pending.put(item)
 
 
 class Exchange(NamedTuple):
