@@ -199,8 +199,11 @@ def query_pipeline(src: str, dst: str, query: str, fn: AzureMLFunction | None) -
 
     def build(p):
         rows = p | ReadRows(src, "json", name="input")
-        out = {"input": rows["rows"]} | AsaQuery(query, [fn] if fn is not None else [])
-        out["output"] | WriteRows(dst, "json", name="output")
+        write = WriteRows(dst, "json", name="output")
+        # as asa-beam run passes it: whether the job's writers place rows by event time
+        out = {"input": rows["rows"]} | AsaQuery(query, [fn] if fn is not None else [],
+                                                 outputs_read_event_time=write.reads_event_time)
+        out["output"] | write
     return build
 
 

@@ -154,14 +154,10 @@ def build_pipeline(job: Job, pipeline: beam.Pipeline, streaming: Streaming | Non
         sources[name] = out["rows"]
         read_failed.append(out["failed"] | f"Count dead letters of {name}" >> beam.ParDo(
             CountDeadLetters(f"input.{name}.dead")))
-    outputs = sources | "Query" >> AsaQuery(plan, job.functions(), event_ordering=job.event_ordering)
-    ledger = outputs.ledger
-    for name in plan.inputs:
-        for term in ledger.inputs.get(name, []):
-            step = term.split(".")[1] if term.count(".") >= 2 else term
-            ledger.balance(f"input {name}", f"rows read, entering step {step}", [f"input.{name}.rows"],
-                           [("entering", term)])
-    for name, pcoll in outputs.items():
+    # The writers first: whether any of them places rows by event time tells the query whether
+    # its UDF calls must carry each row's timestamp (AsaQuery(outputs_read_event_time=...)).
+    writers = {}
+    for name in plan.output_names():
         spec = next(s for n, s in job.outputs.items() if n.lower() == name.lower())
         columns = _static_columns(job, name)
         kwargs = dict(spec.options)
@@ -169,15 +165,27 @@ def build_pipeline(job: Job, pipeline: beam.Pipeline, streaming: Streaming | Non
             kwargs.setdefault("columns", list(columns))
         if checkpoint is not None:
             kwargs["checkpoint"] = checkpoint.output_log(f"output.{name}")
-        counted = pcoll | f"Count {name}" >> beam.ParDo(
-            CountRows(f"query.output.{name}.rows", live=f"rows_written.{name}"))
-        counted | f"Write {name}" >> WriteRows(spec.path, spec.format, name=name, **kwargs)
-        ledger.balance(f"output {name}", "rows", ledger.outputs[name], [("written", f"output.{name}.rows")])
-    failed = (*read_failed, outputs.failed) | "All dead letters" >> beam.Flatten()
-    failed | "Write dead letters" >> WriteDeadLetters(
+        writers[name.lower()] = WriteRows(spec.path, spec.format, name=name, **kwargs)
+    dead_writer = WriteDeadLetters(
         job.dead_letter.path, job.dead_letter.format,
         checkpoint=checkpoint.output_log("dead_letters") if checkpoint is not None else None, **{
             k: v for k, v in job.dead_letter.options.items() if k in ("date_format", "time_format")})
+    outputs = sources | "Query" >> AsaQuery(
+        plan, job.functions(), event_ordering=job.event_ordering,
+        outputs_read_event_time=any(w.reads_event_time for w in (*writers.values(), dead_writer)))
+    ledger = outputs.ledger
+    for name in plan.inputs:
+        for term in ledger.inputs.get(name, []):
+            step = term.split(".")[1] if term.count(".") >= 2 else term
+            ledger.balance(f"input {name}", f"rows read, entering step {step}", [f"input.{name}.rows"],
+                           [("entering", term)])
+    for name, pcoll in outputs.items():
+        counted = pcoll | f"Count {name}" >> beam.ParDo(
+            CountRows(f"query.output.{name}.rows", live=f"rows_written.{name}"))
+        counted | f"Write {name}" >> writers[name.lower()]
+        ledger.balance(f"output {name}", "rows", ledger.outputs[name], [("written", f"output.{name}.rows")])
+    failed = (*read_failed, outputs.failed) | "All dead letters" >> beam.Flatten()
+    failed | "Write dead letters" >> dead_writer
     produced = [f"input.{n}.dead" for n in plan.inputs] + [
         d for r in ledger.steps.values() for d in r.dead]
     ledger.balance("dead letters", "rows", produced, [("written", "dead_letter.*")])

@@ -529,3 +529,52 @@ def test_scoring_freezes_the_objects_alive_at_setup_until_teardown(fake_endpoint
     p.run().wait_until_finish()
     assert len(_FREEZE_COUNTS) == 10 and min(_FREEZE_COUNTS) > 10_000
     assert GcFreeze._holds == 0 and gc.get_freeze_count() == 0
+
+
+def _untimed(ep, **cfg) -> ScoreRows:
+    """``score`` at a call site whose rows' event time nothing reads (``keeps_event_time`` False)."""
+    site = CallSite(step="udf.score", function="score", column="s", args=lambda row: (features(row),),
+                    keeps_event_time=False)
+    return ScoreRows(function_for(ep, **cfg), site, timing=NO_WAIT)
+
+
+def _dofns(pipeline) -> set[str]:
+    return {t.unique_name.rsplit("/", 1)[-1] for t in pipeline.to_runner_api().components.transforms.values()}
+
+
+def test_rows_whose_time_nothing_reads_are_scored_once_in_the_global_window(fake_endpoint):
+    # the untimed DoFn: outputs leave during process() as plain values and in finish_bundle as
+    # WindowedValues it makes; both must land in the global window, each row once
+    ep = fake_endpoint(poison=lambda row: int(row[0]) % 97 == 13)
+    data = rows(1500)
+    p = beam.Pipeline(options=pipeline_options())
+    out = p | beam.Create(data) | _untimed(ep, batch_size=200, parallel_requests=2)
+    got, got_failed = collect(out["rows"], "rows", with_timestamps=True), collect(out["failed"], "failed", True)
+    assert "ParDo(ScoreRowsUntimedDoFn)" in _dofns(p)
+    p.run().wait_until_finish()
+    scored, failed = got(), got_failed()
+    outcome = type("O", (), {"rows": [r for r, _, _ in scored], "failed": [d for d, _, _ in failed]})
+    assert_exactly_once(data, outcome)
+    assert_scored_right(outcome)
+    assert {d.row["id"] for d in outcome.failed} == {r["id"] for r in data if r["id"] % 97 == 13}
+    assert {w for _, _, w in scored + failed} == {beam_window.GlobalWindow()}
+    assert max(r.rows for r in ep.log) <= 200
+
+
+def test_windowed_rows_keep_their_time_even_where_nothing_reads_it(fake_endpoint):
+    # keeps_event_time False is only taken in the global window: windowed rows keep theirs
+    ep = fake_endpoint()
+    data = rows(120)
+    p = beam.Pipeline(options=pipeline_options())
+    stamped = (p | beam.Create(data)
+               | beam.Map(lambda r: beam_window.TimestampedValue(r, 1000 + r["id"]))
+               | beam.WindowInto(beam_window.FixedWindows(30)))
+    out = stamped | _untimed(ep, batch_size=50)
+    got = collect(out["rows"], "rows", with_timestamps=True)
+    assert "ParDo(ScoreRowsDoFn)" in _dofns(p) and "ParDo(ScoreRowsUntimedDoFn)" not in _dofns(p)
+    p.run().wait_until_finish()
+    result = got()
+    assert len(result) == 120
+    for row, ts, win in result:
+        assert ts == Timestamp(1000 + row["id"])
+        assert win.start <= ts < win.end and win.end - win.start == 30

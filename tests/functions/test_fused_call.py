@@ -158,3 +158,50 @@ def test_a_row_stage_counts_and_dead_letters():
     assert outs[:2] == [{"a": 1}, None]
     assert (outs[2].step, outs[2].reason, outs[2].row) == ("S", "evaluation_error", {})
     assert (stage._n_in, stage._n_filtered, stage._n_out) == (3, 1, 1)
+
+
+@pytest.mark.parametrize("query, outputs_read_event_time, keeps", [
+    ("SELECT udf.score(input) AS s INTO o FROM input", False, False),
+    ("SELECT udf.score(input) AS s INTO o FROM input", True, True),       # the default: a writer may read it
+    ("SELECT udf.score(input) AS s, System.Timestamp() AS t INTO o FROM input", False, True),
+    ("SELECT udf.score(input) AS s INTO o FROM input "
+     "SELECT COUNT(*) AS n INTO o2 FROM input GROUP BY TumblingWindow(second, 10)", False, True),
+    ("WITH S AS (SELECT udf.score(input) AS s FROM input) "
+     "SELECT COUNT(*) AS n INTO o FROM S GROUP BY TumblingWindow(second, 10)", False, True),
+])
+def test_calls_carry_event_time_unless_nothing_reads_it(query, outputs_read_event_time, keeps, fake_endpoint):
+    """``CallSite.keeps_event_time``: False only when no step and no writer reads a row's time."""
+    from transforms.functions.base import CallSite
+
+    sites: list[CallSite] = []
+    fn = _function(fake_endpoint("records"))
+    original = fn.call_transform
+    fn.call_transform = lambda site: (sites.append(site), original(site))[1]
+    with TestPipeline() as p:
+        _ = {"input": p | beam.Create([{"id": 1, "x": 0.5}])} | AsaQuery(
+            query, [fn], outputs_read_event_time=outputs_read_event_time)
+    assert [s.keeps_event_time for s in sites] == [keeps]
+
+
+@pytest.mark.parametrize("output, dead_letters, untimed", [
+    ("out/w", "dead/d", True),
+    ("out/{date}/w", "dead/d", False),     # rows placed by their System.Timestamp()
+    ("out/w", "dead/{date}/{time}/d", False),
+])
+def test_a_job_scores_without_event_time_only_when_no_writer_reads_it(output, dead_letters, untimed, tmp_path,
+                                                                       fake_endpoint):
+    from pipelines.job import load_job
+    from pipelines.run import build_pipeline
+
+    ep = fake_endpoint("records")
+    (tmp_path / "q.asaql").write_text("SELECT udf.score(input) AS s INTO output FROM input")
+    (tmp_path / "job.yaml").write_text(
+        f"query: q.asaql\ninputs: {{input: {{path: in.jsonl}}}}\noutputs: {{output: {{path: '{output}'}}}}\n"
+        f"dead_letter: {{path: '{dead_letters}'}}\n"
+        f"functions: {{score: {{type: azureml, endpoint: '{ep.url}'}}}}\n")
+    (tmp_path / "in.jsonl").write_text('{"id": 1, "x": 0.5}\n')
+    p = beam.Pipeline()
+    build_pipeline(load_job(tmp_path / "job.yaml"), p)
+    names = {t.unique_name.rsplit("/", 1)[-1] for t in p.to_runner_api().components.transforms.values()}
+    assert ("ParDo(ScoreRowsUntimedDoFn)" in names) is untimed
+    assert ("ParDo(ScoreRowsDoFn)" in names) is not untimed

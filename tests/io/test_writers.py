@@ -340,3 +340,16 @@ def test_two_outputs_in_one_pipeline(tmp_path):
     assert counter(result, "output.one.rows") == 2 and counter(result, "output.two.rows") == 2
     assert pq.read_table(shards(str(tmp_path / "two-*"))[0]).num_rows == 2
     assert open(shards(str(tmp_path / "one-*"))[0]).read().count("\n") == 2
+
+
+@pytest.mark.parametrize("prefix, reads", [
+    ("out/w", False),
+    ("out/{date}/w", True),
+    ("out/{time}/w", True),
+    ("out/{datetime:yyyy}/w", True),
+    ("out/{region}/w", False),   # a field of the row, not its time
+])
+def test_a_writer_reads_event_time_only_when_its_path_places_rows_by_time(prefix, reads, tmp_path):
+    # ASA: "System.Timestamp is the time used for all time based partitioning" (blob output page)
+    assert WriteRows(str(tmp_path / prefix), "json").reads_event_time is reads
+    assert WriteDeadLetters(str(tmp_path / prefix)).reads_event_time is reads

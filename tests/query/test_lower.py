@@ -38,6 +38,25 @@ def test_alias_alone_is_the_whole_row():
     assert final.calls[0].args == (RowRef(True),)
 
 
+@pytest.mark.parametrize("where, kept", [
+    ("Dataframe IS NOT NULL", None),                                   # always true: no WHERE
+    ("Dataframe IS NOT NULL AND distance > 1", "(distance > 1)"),
+    ("distance > 1 AND Dataframe IS NOT NULL", "(distance > 1)"),
+    ("Dataframe IS NULL", "<row> IS NULL"),                            # never true: kept, folds to FALSE
+    ("Dataframe IS NOT NULL OR distance > 1", "(<row> IS NOT NULL OR (distance > 1))"),
+    ("distance IS NOT NULL", "distance IS NOT NULL"),                  # a column may be NULL
+])
+def test_where_drops_the_whole_row_is_not_null_test(where, kept):
+    # A single source's row is a record, never NULL (Microsoft's ML example filters on it).
+    p = plan(f"WITH Dataframe AS (SELECT vendorid, distance FROM input) "
+             f"SELECT udf.score(Dataframe) AS result INTO output FROM Dataframe WHERE {where}")
+    final = p.steps[1]
+    if kept is None:
+        assert final.where is None
+    else:
+        assert f"where {kept}\n" in str(p)
+
+
 def test_nested_calls_get_later_stages():
     p = plan("SELECT udf.score(udf.createArray(a, b)) AS s INTO output FROM input")
     stages = sorted((c.function, c.stage) for c in p.steps[0].calls)

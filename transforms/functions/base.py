@@ -47,6 +47,11 @@ class CallSite:
     # The call's one argument is the row itself, hidden columns stripped (``udf.f(Alias)``): a
     # function may then read the row's fields in place instead of evaluating ``args``.
     arg_is_row: bool = False
+    # False when nothing after the call reads a row's event time or window (the compiler proved
+    # it: no step of the query needs event time and the caller's writers do not either): a
+    # bounded call may then let its rows leave stamped like the row being processed at the time,
+    # instead of carrying each row's own timestamp (see ScoreRowsUntimedDoFn).
+    keeps_event_time: bool = True
 
 
 class RowStage:
@@ -92,7 +97,7 @@ class RowStage:
         self._n_filtered = self._n_out = self._n_in = self._reported = 0
 
     def apply(self, row: dict) -> Any:
-        if self._in is not None:
+        if self._in is not None:  # inline, not _count_in: a call less per row
             self._n_in += 1
             if self._n_in - self._reported >= progress.EVERY:
                 progress.add(self._rows_in[1], self._n_in - self._reported)
@@ -114,6 +119,52 @@ class RowStage:
                 return None
         self._n_out += 1
         return out
+
+    def passed(self, n: int) -> None:
+        """``n`` rows went through a stage without a row function: counted at once, no call per row."""
+        self._count_in(n)
+        self._n_out += n
+
+    def apply_all(self, rows: list) -> list:
+        """``apply`` of each row, in one call (for a DoFn that has a batch of rows at once).
+
+        >>> stage = RowStage("S", lambda row: row if row["a"] > 1 else None)
+        >>> stage.setup()
+        >>> out = stage.apply_all([{"a": 1}, {"a": 2}, {}])
+        >>> out[:2], out[2].reason
+        ([None, {'a': 2}], 'evaluation_error')
+        """
+        fn = self._fn
+        if fn is None:
+            self.passed(len(rows))
+            return rows
+        self._count_in(len(rows))
+        out = []
+        append = out.append
+        filtered = failed = 0
+        for row in rows:
+            try:
+                o = fn(row)
+            except RowError as e:
+                o = e.dead_letter(self.step, row)
+                failed += 1
+            except Exception as e:  # as in _apply
+                o = DeadLetter(self.step, "evaluation_error", f"{type(e).__name__}: {e}", row)
+                failed += 1
+            else:
+                if o is None:
+                    filtered += 1
+            append(o)
+        self._n_filtered += filtered
+        self._n_out += len(rows) - filtered - failed
+        return out
+
+    def _count_in(self, n: int) -> None:
+        if self._in is not None:
+            self._n_in += n
+            if self._n_in - self._reported >= progress.EVERY:
+                progress.add(self._rows_in[1], self._n_in - self._reported)
+                self._reported = self._n_in
 
     def finish_bundle(self) -> None:
         if self._n_filtered:

@@ -116,6 +116,12 @@ class WriteRows(beam.PTransform):
     def default_label(self) -> str:
         return f"WriteRows({self._name})"
 
+    @property
+    def reads_event_time(self) -> bool:
+        """Whether the rows' event time decides where they go: a path pattern with {date}/{time}
+        (``AsaQuery(outputs_read_event_time=...)``)."""
+        return self._pattern is not None and self._pattern.uses_time
+
     def expand(self, rows):
         if self._pattern is not None:
             from transforms.io.partitioned import WritePartitionedFiles
@@ -160,6 +166,11 @@ class WriteDeadLetters(beam.PTransform):
         # path_formats: date_format / time_format of a path pattern, as for WriteRows.
         self._write = WriteRows(prefix, format, name="dead_letters", num_shards=num_shards, count_rows=False,
                                 checkpoint=checkpoint, **path_formats)
+
+    @property
+    def reads_event_time(self) -> bool:
+        """As ``WriteRows.reads_event_time``."""
+        return self._write.reads_event_time
 
     def expand(self, dead_letters):
         return dead_letters | "CountByReason" >> beam.ParDo(_CountDeadLetters()) | self._write

@@ -64,10 +64,12 @@ class SelectStepTransform(beam.PTransform):
 
     def __init__(self, step: SelectStep, functions: FunctionRegistry,
                  ordering: EventOrdering | None = None, ledger: Ledger | None = None,
-                 source_counts: Sequence[Sequence[str] | None] | None = None):
+                 source_counts: Sequence[Sequence[str] | None] | None = None, keep_event_time: bool = True):
         super().__init__()
         self.step = step
         self.functions = functions
+        # False: nothing reads the rows' event time after this step (CallSite.keeps_event_time)
+        self.keep_event_time = keep_event_time
         self.ordering = ordering or EventOrdering()
         # Row accounting (transforms.operators.accounting): the counters of the rows entering the
         # step, one list per source (main, then each JOIN's; None: count them here), and the
@@ -276,6 +278,7 @@ class SelectStepTransform(beam.PTransform):
             before=before,
             after=after,
             arg_is_row=tuple(call.args) == (RowRef(strip_hidden=True),),
+            keeps_event_time=self.keep_event_time,
         )
         label = f"udf.{function.alias} #{call.column[len(HIDDEN_PREFIX):]}"
         out = rows | label >> function.call_transform(site)
@@ -665,9 +668,13 @@ class AsaQuery(beam.PTransform):
     def __init__(self, query: str | Plan, functions: FunctionsLike = None,
                  inputs: Iterable[str] | None = None, outputs: Iterable[str] | None = None,
                  reference_inputs: Iterable[str] = (), event_ordering: EventOrdering | None = None,
-                 arrival_time: _dt.datetime | None = None):
+                 arrival_time: _dt.datetime | None = None, outputs_read_event_time: bool = True):
         super().__init__()
         self.ordering = event_ordering or EventOrdering()
+        # False: whatever reads the outputs and dead letters ignores the rows' event time and
+        # windows (a job's writers without {date}/{time} in their paths: ``WriteRows.reads_event_time``).
+        # With no step of the query reading it either, bounded UDF calls need not carry it.
+        self.outputs_read_event_time = outputs_read_event_time
         # The arrival time of bounded input rows that carry no timestamp (ArrivalTime); None:
         # when the pipeline is built. Given, it makes such a query's windows reproducible.
         self.arrival_time = arrival_time
@@ -704,13 +711,15 @@ class AsaQuery(beam.PTransform):
         sources, typed = _apply_schemas(plan, sources, failed, ledger)
         counted.update(typed)  # steps read a CREATE TABLE input's converted rows, counted there
         computed: dict[str, Any] = dict(sources)
+        keep_time = self.outputs_read_event_time or any(
+            isinstance(s, SelectStep) and s.needs_event_time for s in plan.steps)
         for step in plan.steps:
             if isinstance(step, SelectStep):
                 src = computed[step.source.lower()]
                 terms = [counted[step.source.lower()], *(counted[j.source.lower()] for j in step.joins)]
                 if step.joins:
                     src = (src, *(computed[j.source.lower()] for j in step.joins))
-                transform = SelectStepTransform(step, self.functions, self.ordering, ledger, terms)
+                transform = SelectStepTransform(step, self.functions, self.ordering, ledger, terms, keep_time)
                 out = src | step.name >> transform
                 record = ledger.steps[step.name]
                 entering = [record.ins, *(terms for _, terms in record.joined)]

@@ -114,6 +114,8 @@ class _Generator:
                 return self.expr(x)
             case ast.Binary(op=op, left=a, right=b):
                 return f"{_BINARY[op]}({self.expr(a)}, {self.expr(b)})"
+            case ast.IsNull(operand=RowRef(), negated=n):  # a single source's row is never NULL
+                return "True" if n else "False"
             case ast.IsNull(operand=x, negated=n):
                 return f"({self.tested(x)} is {'not ' if n else ''}None)"
             case ast.Like(operand=x, pattern=p, negated=n, escape=esc):

@@ -176,7 +176,7 @@ class _Lowering:
             scope.add_source(ap.alias, ap.alias, None, key, columns=cols)
             canonical = "GetArrayElements" if fname == "getarrayelements" else "GetRecordProperties"
             applies.append(ApplyDef(ap.kind, canonical, arg, ap.alias, key))
-        where = scope.bind(sel.where, "where") if sel.where is not None else None
+        where = _drop_row_not_null(scope.bind(sel.where, "where")) if sel.where is not None else None
         grouping_parts = self.group_by(scope, sel) if (sel.group_by or _has_aggregate(sel)) else None
         if grouping_parts is None and sel.having is not None:
             raise QueryError("HAVING needs GROUP BY", *sel.having.pos)
@@ -917,6 +917,24 @@ class _Scope:
         column = self.lw.new_hidden()
         self.calls.append(UdfCall(column, fn.alias, args, guard_expr, stage, self.phase, e.pos))
         return HiddenRef(column, e.pos)
+
+
+def _drop_row_not_null(where: ast.Expr) -> ast.Expr | None:
+    """The WHERE without its ``Alias IS NOT NULL`` conjuncts on the whole row (``RowRef``).
+
+    The row of a single source is a record, never NULL, so such a test always holds (the seed
+    query of Microsoft's ML example filters on it). Dropped, it costs no row function: a
+    WHERE left empty is no WHERE. (In a JOIN a side's alias is a keyed field, not a RowRef.)
+    """
+    match where:
+        case ast.IsNull(operand=RowRef(), negated=True):
+            return None
+        case ast.Binary(op="and", left=a, right=b):
+            a2, b2 = _drop_row_not_null(a), _drop_row_not_null(b)
+            if a2 is None or b2 is None:
+                return b2 if a2 is None else a2
+            return where if (a2, b2) == (a, b) else ast.Binary("and", a2, b2, where.pos)
+    return where
 
 
 def _and_all(conds: tuple[ast.Expr, ...]) -> ast.Expr | None:

@@ -62,7 +62,9 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.pvalue import TaggedOutput
+from apache_beam.transforms.window import GlobalWindow, GlobalWindows
 from apache_beam.utils import windowed_value
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
 
 from transforms.deadletter import FAILED, DeadLetter, RowError
 from transforms.errors import EndpointConfigError
@@ -469,6 +471,7 @@ class ScoreBatchesDoFn(beam.DoFn):
         self._fatal: EndpointConfigError | None = None
         self._isolation = PoisonIsolation()
         self._after = None  # the call site's fused projection: ScoreRowsDoFn sets it
+        self._after_all = None  # the same, for a list of rows
         GcFreeze.hold()
         self._frozen = True
 
@@ -549,12 +552,14 @@ class ScoreBatchesDoFn(beam.DoFn):
         out[self._site.column] = value
         return windowed_value.create((ROWS, out) if self._synchronous else out, ts, windows)
 
-    def _output_wv(self, row: dict, value: Any, wv: windowed_value.WindowedValue):
-        """Like ``_output``, keeping the input element's timestamp, windows and pane; then the
-        step's fused ``after`` stage, if any. None when that stage filters the row."""
+    def _output_wv(self, row: dict, value: Any, wv: windowed_value.WindowedValue | None):
+        """Like ``_output``, keeping the input element's timestamp, windows and pane (``wv`` None:
+        a plain value, see ``ScoreRowsUntimedDoFn``); then the step's fused ``after`` stage, if
+        any. None when that stage filters the row."""
+        wrap = wv.with_value if wv is not None else _identity
         if type(value) is _Failure:
             dl = DeadLetter(self._site.step, value.reason, value.message, row=row, status=value.status)
-            return TaggedOutput(FAILED, wv.with_value(dl))
+            return TaggedOutput(FAILED, wrap(dl))
         out = dict(row)
         out[self._site.column] = value
         if self._after is not None:  # the step's projection, fused (CallSite.after)
@@ -562,8 +567,33 @@ class ScoreBatchesDoFn(beam.DoFn):
             if out is None:
                 return None
             if type(out) is DeadLetter:
-                return TaggedOutput(FAILED, wv.with_value(out))
-        return wv.with_value(out)
+                return TaggedOutput(FAILED, wrap(out))
+        return wrap(out)
+
+    def _emit_rows(self, rows: list, results: list, wvs: list | None) -> list:
+        """``_output_wv`` of each row of a request, a batch at a time (the common case: no failure).
+        ``wvs`` None: the rows leave as plain values (``ScoreRowsUntimedDoFn``)."""
+        if _Failure in map(type, results):
+            each = wvs if wvs is not None else [None] * len(rows)
+            outs = [self._output_wv(r, v, w) for r, v, w in zip(rows, results, each, strict=True)]
+            return [o for o in outs if o is not None]
+        column = self._site.column
+        merged = [{**r, column: v} for r, v in zip(rows, results, strict=True)]  # new dicts: rows may be shared
+        after = self._after_all
+        if wvs is None:
+            if after is None:
+                return merged
+            return [TaggedOutput(FAILED, o) if type(o) is DeadLetter else o
+                    for o in after(merged) if o is not None]
+        if after is None:
+            return [w.with_value(m) for m, w in zip(merged, wvs, strict=True)]
+        out = []
+        append = out.append
+        for o, w in zip(after(merged), wvs, strict=True):
+            if o is None:
+                continue
+            append(TaggedOutput(FAILED, w.with_value(o)) if type(o) is DeadLetter else w.with_value(o))
+        return out
 
     def _hold(self) -> None:
         if self._handoff_s > 0:
@@ -593,11 +623,7 @@ class ScoreBatchesDoFn(beam.DoFn):
         windows = pending.windows
         stamps = pending.timestamps
         if windows is None:  # bundle-local batches: one input WindowedValue per row
-            output = self._output_wv
-            for row, value, wv in zip(pending.rows, results, stamps, strict=True):
-                out = output(row, value, wv)
-                if out is not None:
-                    yield out
+            yield from self._emit_rows(pending.rows, results, stamps)
         elif isinstance(stamps, int) and not self._synchronous:  # the common case, kept lean
             create = windowed_value.create
             for row, value in zip(pending.rows, results, strict=True):
@@ -716,19 +742,28 @@ class ScoreRowsDoFn(ScoreBatchesDoFn):
     already projected, so the step costs one Beam step per row instead of three.
     """
 
+    _timed = True  # rows are held with their WindowedValue (not in ScoreRowsUntimedDoFn)
+
     def __init__(self, function: AzureMLFunction, site: CallSite, signature, timing: Timing | None = None):
         super().__init__(function, site, timing)
         self._prepare = PrepareRowsDoFn(function.alias, site, signature, None, 1, encode=False)
 
     def setup(self):
         super().setup()
-        self._prepare.setup()
-        self._prep = self._prepare.prepare
-        self._stages = [s for s in (self._site.before, self._site.after) if s is not None]
+        prepare = self._prepare
+        prepare.setup()
+        self._prep = prepare.prepare
+        # udf.f(Alias) with a record swagger and no CASE guard: the record reader alone, per row
+        self._read = prepare._read if prepare._guard is None else None
+        before, after = self._site.before, self._site.after
+        self._stages = [s for s in (before, after) if s is not None]
         for stage in self._stages:
             stage.setup()
-        self._before = self._site.before.apply if self._site.before is not None else None
-        self._after = self._site.after.apply if self._site.after is not None else None
+        # a WHERE-less step's "before" only counts the rows in: counted per batch, not called per row
+        self._count_in = before if before is not None and before._compiled is None else None
+        self._before = before.apply if before is not None and self._count_in is None else None
+        self._after = after.apply if after is not None else None
+        self._after_all = after.apply_all if after is not None else None
         self._rows: list = []
         self._payloads: list = []
         self._wvs: list = []
@@ -739,10 +774,32 @@ class ScoreRowsDoFn(ScoreBatchesDoFn):
             stage.start_bundle()
         self._rows, self._payloads, self._wvs = [], [], []
         self._deferred: list = []
+        self._replan()
+
+    def _replan(self) -> None:
+        # the lean path of process(): no WHERE to evaluate, nothing deferred, no fatal error
+        self._lean = self._before is None and not self._deferred and self._fatal is None
 
     # Not a generator: most rows only join the buffer, and returning None costs less than
     # creating and draining a generator per row.
     def process(self, row, wv=beam.DoFn.WindowedValueParam):
+        if self._lean and len(wv.windows) == 1:
+            read = self._read
+            payload = read(row) if read is not None else None
+            if payload is None:  # the reader declined (or there is none): the general conversion
+                payload = self._prep(row)
+                if payload is None or type(payload) is _Failure:  # not sent: leaves now
+                    return self._leave_now(row, payload, wv)
+            rows = self._rows
+            rows.append(row)
+            self._payloads.append(payload)
+            self._wvs.append(wv)
+            if len(rows) >= self._batch_size:
+                return self._flush_full()
+            return None
+        return self._process_general(row, wv)
+
+    def _process_general(self, row, wv):
         if self._fatal is not None:
             raise self._fatal
         if len(wv.windows) != 1:
@@ -752,9 +809,11 @@ class ScoreRowsDoFn(ScoreBatchesDoFn):
             # bundle's end. (Rows of several windows reach a UDF only through the Python API:
             # a query's windows are assigned at its GROUP BY.)
             self._deferred.extend(self._process(row, wv) or ())
+            self._replan()
             return None
         if self._deferred:
             deferred, self._deferred = self._deferred, []
+            self._replan()
             deferred.extend(self._process(row, wv) or ())
             return deferred
         return self._process(row, wv)
@@ -766,11 +825,10 @@ class ScoreRowsDoFn(ScoreBatchesDoFn):
             if row is None:
                 return None
             if type(row) is DeadLetter:
-                return (TaggedOutput(FAILED, wv.with_value(row)),)
+                return (TaggedOutput(FAILED, wv.with_value(row) if wv is not None else row),)
         payload = self._prep(row)
         if payload is None or type(payload) is _Failure:  # not sent: leaves now
-            out = self._output_wv(row, payload, wv)
-            return None if out is None else (out,)
+            return self._leave_now(row, payload, wv)
         rows = self._rows
         rows.append(row)
         self._payloads.append(payload)
@@ -778,6 +836,12 @@ class ScoreRowsDoFn(ScoreBatchesDoFn):
         if len(rows) >= self._batch_size:
             return self._flush_full()
         return None
+
+    def _leave_now(self, row, payload, wv):
+        if self._count_in is not None:
+            self._count_in.passed(1)
+        out = self._output_wv(row, payload, wv)
+        return None if out is None else (out,)
 
     def _flush_full(self) -> list:
         out = list(self._send_buffer())
@@ -798,7 +862,54 @@ class ScoreRowsDoFn(ScoreBatchesDoFn):
     def _send_buffer(self):
         rows, payloads, wvs = self._rows, self._payloads, self._wvs
         self._rows, self._payloads, self._wvs = [], [], []
-        yield from self._submit(payloads, rows, wvs, None)
+        if self._count_in is not None:
+            self._count_in.passed(len(rows))
+        # untimed (no WindowedValues kept): the rows will leave as plain values
+        yield from self._submit(payloads, rows, wvs if self._timed else None, None)
+
+
+class ScoreRowsUntimedDoFn(ScoreRowsDoFn):
+    """``ScoreRowsDoFn`` for rows whose event time nothing reads (``CallSite.keeps_event_time``
+    False) in the global window: rows are not held with their ``WindowedValue``.
+
+    A DoFn whose ``process`` takes a ``WindowedValueParam`` costs Beam ~1 µs more per row (its
+    per-window invoker) than one that takes the element alone, about a tenth of a simple job's
+    cost per row. Without it, a scored row leaving during ``process`` is stamped like the row
+    being processed then, and one leaving in ``finish_bundle`` at the global window's start
+    (the minimum timestamp, as a bounded source's rows without a time): only its timestamp
+    differs from what ``ScoreRowsDoFn`` gives, and the compiler chose this DoFn because no step
+    and no writer reads it. Windows stay the global one.
+    """
+
+    _timed = False
+
+    def process(self, row):
+        if self._lean:
+            read = self._read
+            payload = read(row) if read is not None else None
+            if payload is None:  # the reader declined (or there is none): the general conversion
+                payload = self._prep(row)
+                if payload is None or type(payload) is _Failure:  # not sent: leaves now
+                    return self._leave_now(row, payload, None)
+            rows = self._rows
+            rows.append(row)
+            self._payloads.append(payload)
+            if len(rows) >= self._batch_size:
+                return self._flush_full()
+            return None
+        if self._fatal is not None:
+            raise self._fatal
+        return self._process(row, None)
+
+    def finish_bundle(self):
+        for out in super().finish_bundle():
+            if type(out) is TaggedOutput:
+                yield TaggedOutput(out.tag, _AT_START.with_value(out.value))
+            else:
+                yield _AT_START.with_value(out)
+
+
+_AT_START = windowed_value.WindowedValue(None, MIN_TIMESTAMP, (GlobalWindow(),))
 
 
 def _merge(chunks) -> tuple[list, list, list | int, bool]:
@@ -886,8 +997,9 @@ class ScoreRows(beam.PTransform):
                     FAILED: scored | "Failed" >> beam.FlatMap(_select, FAILED)}
         if not _is_streaming(rows):
             # Bounded input: batches cut within bundles, next to the rows' producer (no shuffle).
-            scored = rows | "Score" >> beam.ParDo(ScoreRowsDoFn(fn, site, signature, self._timing)).with_outputs(
-                FAILED, main=ROWS)
+            untimed = not site.keeps_event_time and isinstance(rows.windowing.windowfn, GlobalWindows)
+            dofn = (ScoreRowsUntimedDoFn if untimed else ScoreRowsDoFn)(fn, site, signature, self._timing)
+            scored = rows | "Score" >> beam.ParDo(dofn).with_outputs(FAILED, main=ROWS)
             return {ROWS: scored[ROWS], FAILED: scored[FAILED]}
         # Unbounded input: single-row chunks; GroupIntoBatches lets partial batches leave on time.
         batches = (
