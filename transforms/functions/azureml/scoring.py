@@ -12,8 +12,9 @@ Shape of the pipeline segment (``ScoreRows``)::
   of ``batch_size`` rows within each bundle, as Beam's ``BatchElements`` does, and sends each as
   soon as it is full; a bundle's last, partial batch leaves in ``finish_bundle``. Rows of
   different windows share a request (the endpoint does not care); every row keeps its own
-  timestamp and windows. Memory is flat: at most one buffer plus ``parallel_requests`` requests
-  of ``batch_size`` rows per DoFn instance, whatever the input's size. (The earlier GroupByKey
+  timestamp and windows (unless nothing reads them: ``ScoreRowsUntimedDoFn``). Memory is
+  flat: at most one buffer plus ``parallel_requests`` requests of ``batch_size`` rows per DoFn
+  instance, whatever the input's size. (The earlier GroupByKey
   over the whole input held every row until the input ended; a stateful DoFn with an
   end-of-window flush lost a second call site's rows on the FnApiRunner; this path has neither.)
 * **The step around the call** (``CallSite.before``/``after``: its WHERE and its projection,
