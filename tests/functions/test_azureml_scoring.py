@@ -283,15 +283,29 @@ def test_input_rows_are_not_mutated(fake_endpoint):
     assert all("s" not in r for r in seen_src())
 
 
-def test_windows_and_timestamps_are_kept(fake_endpoint):
+def _untimed(ep, **cfg) -> ScoreRows:
+    """``score`` at a call site whose rows' event time nothing reads (``keeps_event_time`` False)."""
+    site = CallSite(step="udf.score", function="score", column="s", args=lambda row: (features(row),),
+                    keeps_event_time=False)
+    return ScoreRows(function_for(ep, **cfg), site, timing=NO_WAIT)
+
+
+def _dofns(pipeline) -> set[str]:
+    return {t.unique_name.rsplit("/", 1)[-1] for t in pipeline.to_runner_api().components.transforms.values()}
+
+
+@pytest.mark.parametrize("untimed", [False, True])
+def test_windows_and_timestamps_are_kept(untimed, fake_endpoint):
+    # untimed: keeps_event_time False is only taken in the global window, so windowed rows keep theirs
     ep = fake_endpoint()
     data = rows(120)
     p = beam.Pipeline(options=pipeline_options())
     stamped = (p | beam.Create(data)
                | beam.Map(lambda r: beam_window.TimestampedValue(r, 1000 + r["id"]))
                | beam.WindowInto(beam_window.FixedWindows(30)))
-    out = stamped | score(ep, batch_size=50)
+    out = stamped | (_untimed(ep, batch_size=50) if untimed else score(ep, batch_size=50))
     got = collect(out["rows"], "rows", with_timestamps=True)
+    assert "ParDo(ScoreRowsDoFn)" in _dofns(p) and "ParDo(ScoreRowsUntimedDoFn)" not in _dofns(p)
     p.run().wait_until_finish()
     result = got()
     assert len(result) == 120
@@ -531,17 +545,6 @@ def test_scoring_freezes_the_objects_alive_at_setup_until_teardown(fake_endpoint
     assert GcFreeze._holds == 0 and gc.get_freeze_count() == 0
 
 
-def _untimed(ep, **cfg) -> ScoreRows:
-    """``score`` at a call site whose rows' event time nothing reads (``keeps_event_time`` False)."""
-    site = CallSite(step="udf.score", function="score", column="s", args=lambda row: (features(row),),
-                    keeps_event_time=False)
-    return ScoreRows(function_for(ep, **cfg), site, timing=NO_WAIT)
-
-
-def _dofns(pipeline) -> set[str]:
-    return {t.unique_name.rsplit("/", 1)[-1] for t in pipeline.to_runner_api().components.transforms.values()}
-
-
 def test_rows_whose_time_nothing_reads_are_scored_once_in_the_global_window(fake_endpoint):
     # the untimed DoFn: outputs leave during process() as plain values and in finish_bundle as
     # WindowedValues it makes; both must land in the global window, each row once
@@ -559,22 +562,3 @@ def test_rows_whose_time_nothing_reads_are_scored_once_in_the_global_window(fake
     assert {d.row["id"] for d in outcome.failed} == {r["id"] for r in data if r["id"] % 97 == 13}
     assert {w for _, _, w in scored + failed} == {beam_window.GlobalWindow()}
     assert max(r.rows for r in ep.log) <= 200
-
-
-def test_windowed_rows_keep_their_time_even_where_nothing_reads_it(fake_endpoint):
-    # keeps_event_time False is only taken in the global window: windowed rows keep theirs
-    ep = fake_endpoint()
-    data = rows(120)
-    p = beam.Pipeline(options=pipeline_options())
-    stamped = (p | beam.Create(data)
-               | beam.Map(lambda r: beam_window.TimestampedValue(r, 1000 + r["id"]))
-               | beam.WindowInto(beam_window.FixedWindows(30)))
-    out = stamped | _untimed(ep, batch_size=50)
-    got = collect(out["rows"], "rows", with_timestamps=True)
-    assert "ParDo(ScoreRowsDoFn)" in _dofns(p) and "ParDo(ScoreRowsUntimedDoFn)" not in _dofns(p)
-    p.run().wait_until_finish()
-    result = got()
-    assert len(result) == 120
-    for row, ts, win in result:
-        assert ts == Timestamp(1000 + row["id"])
-        assert win.start <= ts < win.end and win.end - win.start == 30

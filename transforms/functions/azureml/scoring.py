@@ -785,20 +785,25 @@ class ScoreRowsDoFn(ScoreBatchesDoFn):
     # creating and draining a generator per row.
     def process(self, row, wv=beam.DoFn.WindowedValueParam):
         if self._lean and len(wv.windows) == 1:
-            read = self._read
-            payload = read(row) if read is not None else None
-            if payload is None:  # the reader declined (or there is none): the general conversion
-                payload = self._prep(row)
-                if payload is None or type(payload) is _Failure:  # not sent: leaves now
-                    return self._leave_now(row, payload, wv)
-            rows = self._rows
-            rows.append(row)
-            self._payloads.append(payload)
-            self._wvs.append(wv)
-            if len(rows) >= self._batch_size:
-                return self._flush_full()
-            return None
+            return self._take(row, wv)
         return self._process_general(row, wv)
+
+    def _take(self, row, wv):
+        """A row past the step's WHERE: into the buffer (None, or the outputs that can leave
+        now: the batches it completes), or out at once when it is not sent."""
+        read = self._read
+        payload = read(row) if read is not None else None
+        if payload is None:  # the reader declined (or there is none): the general conversion
+            payload = self._prep(row)
+            if payload is None or type(payload) is _Failure:  # not sent: leaves now
+                return self._leave_now(row, payload, wv)
+        rows = self._rows
+        rows.append(row)
+        self._payloads.append(payload)
+        self._wvs.append(wv)
+        if len(rows) >= self._batch_size:
+            return self._flush_full()
+        return None
 
     def _process_general(self, row, wv):
         if self._fatal is not None:
@@ -827,16 +832,7 @@ class ScoreRowsDoFn(ScoreBatchesDoFn):
                 return None
             if type(row) is DeadLetter:
                 return (TaggedOutput(FAILED, wv.with_value(row) if wv is not None else row),)
-        payload = self._prep(row)
-        if payload is None or type(payload) is _Failure:  # not sent: leaves now
-            return self._leave_now(row, payload, wv)
-        rows = self._rows
-        rows.append(row)
-        self._payloads.append(payload)
-        self._wvs.append(wv)
-        if len(rows) >= self._batch_size:
-            return self._flush_full()
-        return None
+        return self._take(row, wv)
 
     def _leave_now(self, row, payload, wv):
         if self._count_in is not None:
@@ -884,20 +880,9 @@ class ScoreRowsUntimedDoFn(ScoreRowsDoFn):
 
     _timed = False
 
-    def process(self, row):
+    def process(self, row):  # the element alone: Beam's plain invoker
         if self._lean:
-            read = self._read
-            payload = read(row) if read is not None else None
-            if payload is None:  # the reader declined (or there is none): the general conversion
-                payload = self._prep(row)
-                if payload is None or type(payload) is _Failure:  # not sent: leaves now
-                    return self._leave_now(row, payload, None)
-            rows = self._rows
-            rows.append(row)
-            self._payloads.append(payload)
-            if len(rows) >= self._batch_size:
-                return self._flush_full()
-            return None
+            return self._take(row, None)
         if self._fatal is not None:
             raise self._fatal
         return self._process(row, None)
