@@ -26,7 +26,7 @@ $(AZURITE): .azurite/package.json .azurite/package-lock.json
 	fi
 
 test: install azurite
-	$(PY) -m pytest -q tests --doctest-modules transforms --durations=20
+	$(PY) -m pytest -q -n 2 tests --doctest-modules transforms --durations=20
 
 lint: install
 	$(VENV)/bin/ruff check transforms pipelines tests benchmarks

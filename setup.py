@@ -32,7 +32,7 @@ setup(
             "numpy>=1.26",
         ],
         "tune": ["matplotlib>=3.8"],
-        "test": ["pytest>=8", "ruff>=0.6", "hypothesis>=6.100,<7"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "ruff>=0.6", "hypothesis>=6.100,<7"],
     },
     entry_points={"console_scripts": ["asa-beam=pipelines.cli:main"]},
 )

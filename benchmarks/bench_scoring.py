@@ -19,7 +19,10 @@
      made in-process (``InProcessFunction``: no HTTP), which split its cost into endpoint,
      HTTP client and the scoring DoFn itself,
    * the job without scoring next to a busy loop in another process (``BusyCore``): how much
-     any CPU load on the other core (such as the local endpoint's model) slows the pipeline.
+     any CPU load on the other core (such as the local endpoint's model) slows the pipeline,
+   * the seed job and the job without scoring each in its own process, as ``asa-beam run``,
+   * the endpoint alone (``records_ceiling``: a plain client, 2 connections, nothing else
+     running): what any client could get from it here, next to the two jobs' rates.
 2. A slow endpoint (fake, in its own process, 25 ms per request), batch 100, 4 in flight:
    ``ScoreRows`` against a plain ``requests`` client with the same batch size and concurrency
    (the ceiling) — target ≥ 0.9×. Throughput is measured where it is decided, at the endpoint:
@@ -234,6 +237,42 @@ def ceiling_client(url: str, payloads: list, batch: int, parallel: int) -> float
     return scored / elapsed
 
 
+def records_ceiling(url: str, src: Path, batch: int, parallel: int) -> float:
+    """rows/s the records endpoint answers on its own: ``parallel`` keep-alive connections (one
+    thread each, ``http.client``) posting pre-built request bodies of ``src``'s rows, nothing else
+    running. What any client of that endpoint could get on this machine at most."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    with src.open() as f:
+        rows = [_features(json.loads(line)) for line in f]
+    bodies = [json.dumps({"Inputs": {"WebServiceInput0": rows[i:i + batch]}, "GlobalParameters": {}}).encode()
+              for i in range(0, len(rows), batch)]
+    parts = urlsplit(url)
+    queue = iter(range(len(bodies)))  # next() on a shared iterator is atomic under the GIL
+
+    def send() -> int:
+        scored = 0
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=100)
+        try:
+            for i in queue:
+                conn.request("POST", parts.path, body=bodies[i], headers={"Content-Type": "application/json"})
+                resp = conn.getresponse()
+                answer = json.loads(resp.read())
+                assert resp.status == 200, resp.status
+                scored += len(answer["Results"]["WebServiceOutput0"])
+        finally:
+            conn.close()
+        return scored
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(parallel) as pool:
+        scored = sum(pool.map(lambda _: send(), range(parallel)))
+    elapsed = time.perf_counter() - t0
+    assert scored == len(rows)
+    return scored / elapsed
+
+
 def _rss_child(url: str, src: str, dst: str, query: str = "seed") -> None:
     """Run the seed job (or, ``query`` "unscored", the job without scoring) once in this (child)
     process; the parent reads its peak RSS and time."""
@@ -382,6 +421,8 @@ def run() -> list[str]:
                     for f in tmpdir.glob(f"fresh-{query}*"):
                         f.unlink()
             fresh_unscored, fresh_seed = n / min(fresh["unscored"]), n / min(fresh["seed"])
+            # the endpoint on its own, with the whole machine: the most any client could get from it
+            endpoint_alone = max(records_ceiling(ep.url, src, BATCH, 2) for _ in range(repeats))
         lines += [
             f"seed query end to end (job: ReadRows → AsaQuery → WriteRows), records endpoint, batch {BATCH}, "
             f"parallel_requests 2, {n:,} rows",
@@ -397,6 +438,9 @@ def run() -> list[str]:
             f"  one job per process (as asa-beam run), alternating, best of {repeats}: without scoring "
             f"{fresh_unscored:,.0f} rows/s, seed query {fresh_seed:,.0f} rows/s = {fresh_seed / fresh_unscored:.2f}x "
             "(target >= 0.8x)",
+            f"  the endpoint alone (plain client, 2 connections, pre-built bodies, best of {repeats}) "
+            f"{endpoint_alone:,.0f} rows/s = {endpoint_alone / fresh_unscored:.2f}x the job without scoring; "
+            f"the seed job gets {fresh_seed / endpoint_alone:.2f}x of it while sharing the two cores",
             f"scoring: local Azure ML endpoint (records style, taxi model), batch size {BATCH}, {n:,} rows, "
             "DirectRunner",
             f"  pipeline without scoring            {plain:>9,.0f} rows/s",
