@@ -275,15 +275,41 @@ def records_ceiling(url: str, src: Path, batch: int, parallel: int) -> float:
 
 def _rss_child(url: str, src: str, dst: str, query: str = "seed") -> None:
     """Run the seed job (or, ``query`` "unscored", the job without scoring) once in this (child)
-    process; the parent reads its peak RSS and time."""
+    process; the parent reads its peak RSS, time and where its CPU went."""
     from benchmarks.common import timed_pipeline
 
     fn = None
     if query == "seed":
         fn = AzureMLFunction("score", AzureMLConfig(endpoint=url, batch_size=BATCH, parallel_requests=2))
         fn.validate()
+    thread0, process0, children0 = time.thread_time(), time.process_time(), os.times()
     seconds = timed_pipeline(query_pipeline(src, dst, SEED_QUERY if query == "seed" else UNSCORED_QUERY, fn))
-    print(json.dumps({"seconds": seconds, "peak_mb": _peak_rss_mb()}))
+    thread_cpu, process_cpu, children = (time.thread_time() - thread0, time.process_time() - process0, os.times())
+    print(json.dumps({"seconds": seconds, "peak_mb": _peak_rss_mb(),
+                      # the pipeline's thread, the process's other threads (they share its GIL),
+                      # and its finished children (the HTTP sender)
+                      "pipeline_thread_cpu_s": thread_cpu, "other_threads_cpu_s": process_cpu - thread_cpu,
+                      "children_cpu_s": (children.children_user + children.children_system
+                                         - children0.children_user - children0.children_system)}))
+
+
+def process_tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by ``pid`` and its live descendants (Linux /proc):
+    the endpoint's gunicorn master and workers."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except OSError:  # exited meanwhile
+            continue
+    return total
 
 
 def _peak_rss_mb() -> float:
@@ -296,14 +322,20 @@ def _peak_rss_mb() -> float:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
-def peak_rss_of_seed_job(url: str, src: Path, dst: Path, query: str = "seed") -> tuple[float, float]:
-    """(peak RSS in MB, seconds) of the seed job (``query`` "unscored": without scoring) run in a
-    child process."""
+def job_in_own_process(url: str, src: Path, dst: Path, query: str = "seed") -> dict:
+    """The seed job (``query`` "unscored": without scoring) run in a child process: its report
+    (``seconds``, ``peak_mb``, CPU seconds by thread and child)."""
     proc = subprocess.run([sys.executable, "-m", "benchmarks.bench_scoring", "--rss-child", url, str(src), str(dst),
                            query], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"the seed job failed (exit {proc.returncode})")
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def peak_rss_of_seed_job(url: str, src: Path, dst: Path, query: str = "seed") -> tuple[float, float]:
+    """(peak RSS in MB, seconds) of the seed job (``query`` "unscored": without scoring) run in a
+    child process."""
+    report = job_in_own_process(url, src, dst, query)
     return report["peak_mb"], report["seconds"]
 
 
@@ -414,13 +446,17 @@ def run() -> list[str]:
             # `repeats` each (above, every configuration shares one long-lived process)
             fresh = {"unscored": [], "seed": []}
             for _ in range(repeats):
-                for query, times in fresh.items():
+                for query, reports in fresh.items():
                     out = tmpdir / f"fresh-{query}"
-                    times.append(peak_rss_of_seed_job(ep.url, src, out, query)[1])
+                    endpoint_cpu = process_tree_cpu_s(ep._proc.pid)
+                    report = job_in_own_process(ep.url, src, out, query)
+                    report["endpoint_cpu_s"] = process_tree_cpu_s(ep._proc.pid) - endpoint_cpu
+                    reports.append(report)
                     assert _count_lines(str(out)) == n, f"the {query} job lost rows"
                     for f in tmpdir.glob(f"fresh-{query}*"):
                         f.unlink()
-            fresh_unscored, fresh_seed = n / min(fresh["unscored"]), n / min(fresh["seed"])
+            fast_unscored, fast_seed = (min(fresh[q], key=lambda r: r["seconds"]) for q in ("unscored", "seed"))
+            fresh_unscored, fresh_seed = n / fast_unscored["seconds"], n / fast_seed["seconds"]
             # the endpoint on its own, with the whole machine: the most any client could get from it
             endpoint_alone = max(records_ceiling(ep.url, src, BATCH, 2) for _ in range(repeats))
         lines += [
@@ -441,6 +477,14 @@ def run() -> list[str]:
             f"  the endpoint alone (plain client, 2 connections, pre-built bodies, best of {repeats}) "
             f"{endpoint_alone:,.0f} rows/s = {endpoint_alone / fresh_unscored:.2f}x the job without scoring; "
             f"the seed job gets {fresh_seed / endpoint_alone:.2f}x of it while sharing the two cores",
+            "  where the CPU went in the fastest run of each (seconds; the pipeline's process runs one "
+            "thread at a time):",
+            *(f"    {name:<9} wall {r['seconds']:5.2f}  pipeline's thread {r['pipeline_thread_cpu_s']:5.2f}  "
+              f"its other threads {r['other_threads_cpu_s']:5.2f}  sender {r['children_cpu_s']:5.2f}  "
+              f"endpoint {r['endpoint_cpu_s']:5.2f}" + (
+                  f" = {r['endpoint_cpu_s'] / (n / BATCH) * 1000:.1f} ms per {BATCH}-row request; alone it "
+                  f"answers one every {BATCH / endpoint_alone * 1000:.1f} ms" if name == "seed" else "")
+              for name, r in (("unscored", fast_unscored), ("seed", fast_seed))),
             f"scoring: local Azure ML endpoint (records style, taxi model), batch size {BATCH}, {n:,} rows, "
             "DirectRunner",
             f"  pipeline without scoring            {plain:>9,.0f} rows/s",
