@@ -249,18 +249,18 @@ def records_ceiling(url: str, src: Path, batch: int, parallel: int) -> float:
     bodies = [json.dumps({"Inputs": {"WebServiceInput0": rows[i:i + batch]}, "GlobalParameters": {}}).encode()
               for i in range(0, len(rows), batch)]
     parts = urlsplit(url)
-    queue = iter(range(len(bodies)))  # next() on a shared iterator is atomic under the GIL
+    todo = iter(range(len(bodies)))  # next() on a shared iterator is atomic under the GIL
 
     def send() -> int:
         scored = 0
         conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=100)
         try:
-            for i in queue:
+            for i in todo:
                 conn.request("POST", parts.path, body=bodies[i], headers={"Content-Type": "application/json"})
                 resp = conn.getresponse()
-                answer = json.loads(resp.read())
-                assert resp.status == 200, resp.status
-                scored += len(answer["Results"]["WebServiceOutput0"])
+                body = resp.read()
+                assert resp.status == 200, (resp.status, body[:200])
+                scored += len(json.loads(body)["Results"]["WebServiceOutput0"])
         finally:
             conn.close()
         return scored
