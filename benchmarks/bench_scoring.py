@@ -21,6 +21,8 @@
    * the job without scoring next to a busy loop in another process (``BusyCore``): how much
      any CPU load on the other core (such as the local endpoint's model) slows the pipeline,
    * the seed job and the job without scoring each in its own process, as ``asa-beam run``,
+   * the job without scoring while another process keeps the endpoint as busy as the seed job
+     did (``EndpointBusyNextDoor``): what the endpoint's work costs a job that never calls it,
    * the endpoint alone (``records_ceiling``: a plain client, 2 connections, nothing else
      running): what any client could get from it here, next to the two jobs' rates.
 2. A slow endpoint (fake, in its own process, 25 ms per request), batch 100, 4 in flight:
@@ -237,6 +239,62 @@ def ceiling_client(url: str, payloads: list, batch: int, parallel: int) -> float
     return scored / elapsed
 
 
+def _records_bodies(src: Path, batch: int, limit: int | None = None) -> tuple[list[dict], list[bytes]]:
+    """``src``'s rows (the first ``limit``) as the seed job sends them, and request bodies of ``batch``."""
+    rows = []
+    with src.open() as f:
+        for line in f:
+            if limit is not None and len(rows) >= limit:
+                break
+            rows.append(_features(json.loads(line)))
+    bodies = [json.dumps({"Inputs": {"WebServiceInput0": rows[i:i + batch]}, "GlobalParameters": {}}).encode()
+              for i in range(0, len(rows), batch)]
+    return rows, bodies
+
+
+def _load_child(url: str, src: str, rate: str) -> None:
+    """Keep the records endpoint busy from this (child) process: one connection, ``rate``
+    requests per second, paced, until killed. Prints "ready" after the first answer."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    bodies = _records_bodies(Path(src), BATCH, limit=20 * BATCH)[1]
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=100)
+    interval, due = 1.0 / float(rate), time.monotonic()
+    for i in range(1 << 62):
+        conn.request("POST", parts.path, body=bodies[i % len(bodies)], headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        resp.read()
+        if resp.status != 200:
+            raise SystemExit(f"the endpoint answered {resp.status}")
+        if i == 0:
+            print("ready", flush=True)
+        due += interval
+        time.sleep(max(0.0, due - time.monotonic()))
+
+
+class EndpointBusyNextDoor:
+    """A child process keeping the endpoint busy at ``rate`` requests/s while the block runs: the
+    endpoint's work next to a job that never calls it."""
+
+    def __init__(self, url: str, src: Path, rate: float):
+        self._args = [sys.executable, "-m", "benchmarks.bench_scoring", "--load-child", url, str(src), f"{rate:.3f}"]
+
+    def __enter__(self) -> EndpointBusyNextDoor:
+        self._proc = subprocess.Popen(self._args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        if self._proc.stdout.readline().strip() != "ready":
+            self._proc.kill()
+            self._proc.wait()
+            raise RuntimeError("the load child did not start")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._proc.kill()
+        self._proc.wait()
+        self._proc.stdout.close()
+
+
 def records_ceiling(url: str, src: Path, batch: int, parallel: int) -> float:
     """rows/s the records endpoint answers on its own: ``parallel`` keep-alive connections (one
     thread each, ``http.client``) posting pre-built request bodies of ``src``'s rows, nothing else
@@ -244,10 +302,7 @@ def records_ceiling(url: str, src: Path, batch: int, parallel: int) -> float:
     import http.client
     from urllib.parse import urlsplit
 
-    with src.open() as f:
-        rows = [_features(json.loads(line)) for line in f]
-    bodies = [json.dumps({"Inputs": {"WebServiceInput0": rows[i:i + batch]}, "GlobalParameters": {}}).encode()
-              for i in range(0, len(rows), batch)]
+    rows, bodies = _records_bodies(src, batch)
     parts = urlsplit(url)
     todo = iter(range(len(bodies)))  # next() on a shared iterator is atomic under the GIL
 
@@ -444,19 +499,27 @@ def run() -> list[str]:
             ours_b1 = n1 / _timed(asa_pipeline(str(src1), str(tmpdir / "b1"), one), 1)
             # one job per process, as asa-beam run runs a job: the two jobs alternate, best of
             # `repeats` each (above, every configuration shares one long-lived process)
-            fresh = {"unscored": [], "seed": []}
+            # "next door": the job without scoring while another process keeps the endpoint as
+            # busy as the seed job of the same round did (its requests per second)
+            fresh = {"unscored": [], "seed": [], "next door": []}
             for _ in range(repeats):
-                for query, reports in fresh.items():
-                    out = tmpdir / f"fresh-{query}"
+                for name, reports in fresh.items():
+                    query = "seed" if name == "seed" else "unscored"
+                    out = tmpdir / "fresh"
                     endpoint_cpu = process_tree_cpu_s(ep._proc.pid)
-                    report = job_in_own_process(ep.url, src, out, query)
+                    if name == "next door":
+                        with EndpointBusyNextDoor(ep.url, src, (n / BATCH) / fresh["seed"][-1]["seconds"]):
+                            report = job_in_own_process(ep.url, src, out, query)
+                    else:
+                        report = job_in_own_process(ep.url, src, out, query)
                     report["endpoint_cpu_s"] = process_tree_cpu_s(ep._proc.pid) - endpoint_cpu
                     reports.append(report)
-                    assert _count_lines(str(out)) == n, f"the {query} job lost rows"
-                    for f in tmpdir.glob(f"fresh-{query}*"):
+                    assert _count_lines(str(out)) == n, f"the {name} job lost rows"
+                    for f in tmpdir.glob("fresh*"):
                         f.unlink()
-            fast_unscored, fast_seed = (min(fresh[q], key=lambda r: r["seconds"]) for q in ("unscored", "seed"))
+            fast_unscored, fast_seed, fast_next_door = (min(fresh[q], key=lambda r: r["seconds"]) for q in fresh)
             fresh_unscored, fresh_seed = n / fast_unscored["seconds"], n / fast_seed["seconds"]
+            next_door = n / fast_next_door["seconds"]
             # the endpoint on its own, with the whole machine: the most any client could get from it
             endpoint_alone = max(records_ceiling(ep.url, src, BATCH, 2) for _ in range(repeats))
         lines += [
@@ -477,6 +540,9 @@ def run() -> list[str]:
             f"  the endpoint alone (plain client, 2 connections, pre-built bodies, best of {repeats}) "
             f"{endpoint_alone:,.0f} rows/s = {endpoint_alone / fresh_unscored:.2f}x the job without scoring; "
             f"the seed job gets {fresh_seed / endpoint_alone:.2f}x of it while sharing the two cores",
+            f"  the job without scoring while another process keeps the endpoint as busy as the seed job "
+            f"(one job per process, best of {repeats}) {next_door:,.0f} rows/s = {next_door / fresh_unscored:.2f}x "
+            "alone: what the endpoint's work next door costs a job that never calls it",
             "  where the CPU went in the fastest run of each (seconds; the pipeline's process runs one "
             "thread at a time):",
             *(f"    {name:<9} wall {r['seconds']:5.2f}  pipeline's thread {r['pipeline_thread_cpu_s']:5.2f}  "
@@ -532,6 +598,9 @@ def run() -> list[str]:
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--rss-child":
         _rss_child(*sys.argv[2:6])
+        sys.exit(0)
+    if len(sys.argv) > 1 and sys.argv[1] == "--load-child":
+        _load_child(*sys.argv[2:5])
         sys.exit(0)
     for line in run():
         print(line)
