@@ -191,6 +191,33 @@ def test_a_dead_child_fails_its_requests_and_is_replaced(server, sender):
     assert s.exchange(b"{}").status == 200 and _child_pid(s) != first
 
 
+def test_a_child_whose_answers_ended_is_replaced_even_before_waitpid_reports_it(server, sender):
+    # A killed child closes its pipes a moment before waitpid() reports it: a request sent in
+    # that moment went into a pipe nobody would answer, and the job hung (seen once under load).
+    # Popen.poll() also says "running" while another thread holds its waitpid lock: that holds
+    # the moment open here, so the next request must not be sent to the old child.
+    arrived = threading.Event()
+    srv = server(lambda h, body: (arrived.set(), time.sleep(1.5), _answer(h)) if body == b"slow" else _answer(h))
+    s = sender(srv.url)
+    assert s.exchange(b"{}").status == 200
+    first = s._proc
+    result = []
+    t = threading.Thread(target=lambda: result.append(s.exchange(b"slow")))
+    t.start()
+    assert arrived.wait(10)
+    first.kill()
+    t.join(20)
+    assert result == [Exchange(None, None, "SenderProcessExited", b"")]  # its reader saw the end
+    with first._waitpid_lock:
+        assert first.poll() is None  # the moment: the child looks alive
+        answer = []
+        call = threading.Thread(target=lambda: answer.append(s.exchange(b"{}")), daemon=True)
+        call.start()
+        call.join(20)
+    assert answer and answer[0].status == 200
+    assert s._proc is not first
+
+
 def test_close_wakes_a_waiting_request(server, sender):
     arrived = threading.Event()
     srv = server(lambda h, body: (arrived.set(), time.sleep(3), _answer(h)))

@@ -184,14 +184,22 @@ class SenderProcess:
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._proc: subprocess.Popen | None = None
+        self._reading: subprocess.Popen | None = None  # the child whose answers are being read
         self._waiting: dict[int, list] = {}  # id -> [Event, Exchange | None, the child it went to]
         self._next_id = 0
         self._closed = False
 
     def _start(self) -> subprocess.Popen:
         """A running child (started if needed); call with ``_lock`` held."""
-        if self._proc is not None and self._proc.poll() is None:
-            return self._proc
+        old = self._proc
+        # Not only poll(): a dying child closes its stdout (its answers' reader sees the end and
+        # fails what waits) a moment before waitpid() reports it, and its stdin may still take a
+        # request then, which nobody would ever answer. A child whose reader has ended is gone.
+        if old is not None and old is self._reading and old.poll() is None:
+            return old
+        if old is not None:
+            self._proc = None
+            _discard(old)
         # -I: no PYTHON* variables, no user site, not the script's directory on sys.path;
         # -S: no site-packages either (the child needs the standard library only; ~15 ms less)
         proc = subprocess.Popen([sys.executable, "-I", "-S", os.path.abspath(__file__)], stdin=subprocess.PIPE,
@@ -205,7 +213,7 @@ class SenderProcess:
             proc.kill()
             proc.wait()
             raise OSError("the sender process did not start")
-        self._proc = proc
+        self._proc = self._reading = proc
         threading.Thread(target=self._read_answers, args=(proc,), name="sender-answers", daemon=True).start()
         return proc
 
@@ -233,11 +241,17 @@ class SenderProcess:
         # the child is gone: what was sent to it gets a connection error
         died = Exchange(None, None, "SenderProcessExited", b"")
         with self._lock:
+            if self._reading is proc:
+                self._reading = None  # from now on exchange() starts another child
             lost = [rid for rid, slot in self._waiting.items() if slot[2] is proc]
             slots = [self._waiting.pop(rid) for rid in lost]
         for slot in slots:
             slot[1] = died
             slot[0].set()
+        try:
+            proc.stdout.close()
+        except (OSError, ValueError):
+            pass
 
     def exchange(self, body: bytes) -> Exchange:
         """POST ``body``; raises ``SenderClosed`` when the sender is closed meanwhile."""
@@ -283,6 +297,21 @@ class SenderProcess:
                 proc.kill()
                 proc.wait()
             proc.stdout.close()
+
+
+def _discard(proc: subprocess.Popen) -> None:
+    """Let go of a child that ended (or is ending): kill it if it somehow is not, close its input.
+    Not waited for here (it may still be exiting): ``subprocess`` reaps it later, and its answers'
+    reader closes its output."""
+    try:
+        proc.kill()
+    except OSError:
+        pass
+    try:
+        proc.stdin.close()
+    except (OSError, ValueError):  # unflushed bytes to a closed pipe
+        pass
+    proc.poll()
 
 
 def main() -> None:  # pragma: no cover - runs as the child process
