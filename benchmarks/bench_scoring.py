@@ -26,7 +26,7 @@
    * the endpoint alone (``records_ceiling``: a plain client, 2 connections, nothing else
      running): what any client could get from it here, next to the two jobs' rates.
 2. A slow endpoint (fake, in its own process, 25 ms per request), batch 100, 4 in flight:
-   ``ScoreRows`` against a plain ``requests`` client with the same batch size and concurrency
+   ``ScoreRows`` against a plain ``http.client`` client with the same batch size and concurrency
    (the ceiling) — target ≥ 0.9×. Throughput is measured where it is decided, at the endpoint:
    rows scored / (last response − first request); end-to-end rows/s are shown too.
 
@@ -47,6 +47,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import apache_beam as beam
 import requests
@@ -218,25 +219,55 @@ def _count_lines(pattern: str) -> int:
     return sum(sum(1 for _ in open(f)) for f in glob.glob(pattern + "*") if "-failed" not in f)
 
 
-def ceiling_client(url: str, payloads: list, batch: int, parallel: int) -> float:
-    """rows/s of a plain requests client: ``parallel`` threads, pre-built bodies of ``batch`` rows."""
-    bodies = [json.dumps({"data": payloads[i:i + batch]}).encode() for i in range(0, len(payloads), batch)]
-    sessions = [requests.Session() for _ in range(parallel)]
+class _Poster:
+    """One keep-alive ``http.client`` connection posting JSON bodies: the plainest client there is."""
 
-    def send(i):
-        r = sessions[i % parallel].post(url, data=bodies[i], headers={"Content-Type": "application/json"},
-                                        timeout=60)
-        r.raise_for_status()
-        return len(r.json())
+    def __init__(self, url: str):
+        import http.client
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        self._path = parts.path
+        self._conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=100)
+
+    def post(self, body: bytes) -> bytes:
+        """The answer's body; AssertionError unless it is a 200."""
+        self._conn.request("POST", self._path, body=body, headers={"Content-Type": "application/json"})
+        resp = self._conn.getresponse()
+        answer = resp.read()
+        assert resp.status == 200, (resp.status, answer[:200])
+        return answer
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def post_all(url: str, bodies: list[bytes], parallel: int, results: Callable[[Any], list], rows: int) -> float:
+    """rows/s of a plain client posting pre-built ``bodies`` (``rows`` rows in all) on ``parallel``
+    connections, one thread each; ``results`` picks the per-row results out of an answer."""
+    todo = iter(bodies)  # next() on a shared iterator is atomic under the GIL
+
+    def send(_) -> int:
+        poster, scored = _Poster(url), 0
+        try:
+            for body in todo:
+                scored += len(results(json.loads(poster.post(body))))
+        finally:
+            poster.close()
+        return scored
 
     t0 = time.perf_counter()
     with ThreadPoolExecutor(parallel) as pool:
-        scored = sum(pool.map(send, range(len(bodies))))
+        scored = sum(pool.map(send, range(parallel)))
     elapsed = time.perf_counter() - t0
-    for s in sessions:
-        s.close()
-    assert scored == len(payloads)
+    assert scored == rows, f"{scored} results for {rows} rows"
     return scored / elapsed
+
+
+def ceiling_client(url: str, payloads: list, batch: int, parallel: int) -> float:
+    """rows/s of a plain client against an arrays endpoint: pre-built bodies of ``batch`` rows."""
+    bodies = [json.dumps({"data": payloads[i:i + batch]}).encode() for i in range(0, len(payloads), batch)]
+    return post_all(url, bodies, parallel, lambda answer: answer, len(payloads))
 
 
 def _records_bodies(src: Path, batch: int, limit: int | None = None) -> tuple[list[dict], list[bytes]]:
@@ -255,19 +286,11 @@ def _records_bodies(src: Path, batch: int, limit: int | None = None) -> tuple[li
 def _load_child(url: str, src: str, rate: str) -> None:
     """Keep the records endpoint busy from this (child) process: one connection, ``rate``
     requests per second, paced, until killed. Prints "ready" after the first answer."""
-    import http.client
-    from urllib.parse import urlsplit
-
     bodies = _records_bodies(Path(src), BATCH, limit=20 * BATCH)[1]
-    parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=100)
+    poster = _Poster(url)
     interval, due = 1.0 / float(rate), time.monotonic()
     for i in range(1 << 62):
-        conn.request("POST", parts.path, body=bodies[i % len(bodies)], headers={"Content-Type": "application/json"})
-        resp = conn.getresponse()
-        resp.read()
-        if resp.status != 200:
-            raise SystemExit(f"the endpoint answered {resp.status}")
+        poster.post(bodies[i % len(bodies)])
         if i == 0:
             print("ready", flush=True)
         due += interval
@@ -296,36 +319,10 @@ class EndpointBusyNextDoor:
 
 
 def records_ceiling(url: str, src: Path, batch: int, parallel: int) -> float:
-    """rows/s the records endpoint answers on its own: ``parallel`` keep-alive connections (one
-    thread each, ``http.client``) posting pre-built request bodies of ``src``'s rows, nothing else
-    running. What any client of that endpoint could get on this machine at most."""
-    import http.client
-    from urllib.parse import urlsplit
-
+    """rows/s the records endpoint answers on its own (``post_all`` of ``src``'s rows, nothing else
+    running): what any client of that endpoint could get on this machine at most."""
     rows, bodies = _records_bodies(src, batch)
-    parts = urlsplit(url)
-    todo = iter(range(len(bodies)))  # next() on a shared iterator is atomic under the GIL
-
-    def send() -> int:
-        scored = 0
-        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=100)
-        try:
-            for i in todo:
-                conn.request("POST", parts.path, body=bodies[i], headers={"Content-Type": "application/json"})
-                resp = conn.getresponse()
-                body = resp.read()
-                assert resp.status == 200, (resp.status, body[:200])
-                scored += len(json.loads(body)["Results"]["WebServiceOutput0"])
-        finally:
-            conn.close()
-        return scored
-
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(parallel) as pool:
-        scored = sum(pool.map(lambda _: send(), range(parallel)))
-    elapsed = time.perf_counter() - t0
-    assert scored == len(rows)
-    return scored / elapsed
+    return post_all(url, bodies, parallel, lambda answer: answer["Results"]["WebServiceOutput0"], len(rows))
 
 
 def _rss_child(url: str, src: str, dst: str, query: str = "seed") -> None:
@@ -586,7 +583,7 @@ def run() -> list[str]:
         lines += [
             f"scoring: slow endpoint ({SLOW_LATENCY_S * 1000:.0f} ms per request, own process), batch size "
             f"{SLOW_BATCH}, {SLOW_PARALLEL} in flight, {n_slow:,} rows",
-            f"  plain requests client (ceiling)     {ceiling:>9,.0f} rows/s",
+            f"  plain client (ceiling)           {ceiling:>9,.0f} rows/s",
             f"  ScoreRows, at the endpoint          {at_endpoint:>9,.0f} rows/s   {at_endpoint / ceiling:.2f}x ceiling "
             f"(target >= 0.9x; max {observed['max_active']} in flight)",
             f"  ScoreRows, end to end               {e2e:>9,.0f} rows/s   {e2e / ceiling:.2f}x ceiling "

@@ -134,30 +134,12 @@ class RowStage:
         >>> out[:2], out[2].reason
         ([None, {'a': 2}], 'evaluation_error')
         """
-        fn = self._fn
-        if fn is None:
+        if self._fn is None:
             self.passed(len(rows))
             return rows
         self._count_in(len(rows))
-        out = []
-        append = out.append
-        filtered = failed = 0
-        for row in rows:
-            try:
-                o = fn(row)
-            except RowError as e:
-                o = e.dead_letter(self.step, row)
-                failed += 1
-            except Exception as e:  # as in _apply
-                o = DeadLetter(self.step, "evaluation_error", f"{type(e).__name__}: {e}", row)
-                failed += 1
-            else:
-                if o is None:
-                    filtered += 1
-            append(o)
-        self._n_filtered += filtered
-        self._n_out += len(rows) - filtered - failed
-        return out
+        apply = self._apply
+        return [apply(row) for row in rows]
 
     def _count_in(self, n: int) -> None:
         if self._in is not None:
