@@ -22,6 +22,7 @@ pytest.register_assert_rewrite("fixtures_azureml")
 from fixtures_azureml import (  # noqa: E402
     NO_WAIT,
     collect,
+    metrics_of,
     pipeline_options,
     run_scoring,
 )
@@ -258,6 +259,58 @@ def test_bundle_mode_is_equivalent(fake_endpoint):
 def test_batching_is_stateful_unless_bundle_is_requested():
     assert choose_batching(beam.Pipeline(), "auto") == STATEFUL
     assert choose_batching(beam.Pipeline(), BUNDLE) == BUNDLE
+
+
+_THREADS_SEEN: list = []
+
+
+def _threads_seen(row):
+    import threading
+
+    _THREADS_SEEN.append({t.name for t in threading.enumerate()})  # same process: in-process runner
+    return row
+
+
+def test_successful_batches_are_sent_and_read_by_the_pipelines_thread(fake_endpoint):
+    # A pool thread per request costs several GIL hand-offs with the pipeline's thread; a batch
+    # the endpoint scores whole is sent and read without one (the pool's threads start lazily).
+    ep = fake_endpoint(latency_s=0.01)
+    data = rows(900)
+    _THREADS_SEEN.clear()
+    p = beam.Pipeline(options=pipeline_options())
+    out = p | beam.Create(data) | ScoreRows(function_for(ep, alias="here", batch_size=100, parallel_requests=2),
+                                            argument=features, column="s", timing=NO_WAIT)
+    got = collect(out["rows"] | beam.Map(_threads_seen), "rows")
+    result = p.run()
+    result.wait_until_finish()
+    outcome = type("O", (), {"rows": got(), "failed": []})
+    assert_exactly_once(data, outcome)
+    assert_scored_right(outcome)
+    assert len(_THREADS_SEEN) == 900
+    assert not any(name.startswith("udf.here") for names in _THREADS_SEEN for name in names)
+    metrics = metrics_of(result)
+    assert metrics["here.function_requests"] == len(ep.log) == 9
+    assert metrics["here.request_latency_ms"].count == 9
+    assert metrics["here.request_latency_ms"].min >= 10  # the exchange's own time (latency_s=0.01)
+
+
+def test_a_batch_whose_first_request_fails_goes_on_from_that_answer(fake_endpoint):
+    # A 400 for the whole batch: the rejected row is isolated from there (the whole batch is not
+    # sent a second time); a 503: retried; both in a pool thread, each row out once.
+    ep = fake_endpoint(poison=lambda row: int(row[0]) == 37)
+    ep.plan(Fault(status=503))
+    seen = _scored_ids(ep)
+    data = rows(100)
+    out = run_scoring(data, score(ep, batch_size=100, parallel_requests=1))
+    assert_exactly_once(data, out)
+    assert_scored_right(out)
+    assert [(d.row["id"], d.reason) for d in out.failed] == [(37, "endpoint_rejected_row")]
+    assert sorted(seen) == [float(i) for i in range(100) if i != 37]  # each good row scored once
+    whole = [r.status for r in ep.log if r.rows == 100]
+    assert whole == [503, 400]  # the first request, retried once, then isolated in parts
+    assert out.metrics["score.retries"] == 1
+    assert out.metrics["score.function_requests"] == len(ep.log)
+    assert out.metrics["score.function_events"] == sum(r.rows for r in ep.log)
 
 
 def test_records_style_and_result_fields(fake_endpoint):

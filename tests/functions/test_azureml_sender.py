@@ -218,6 +218,38 @@ def test_a_child_whose_answers_ended_is_replaced_even_before_waitpid_reports_it(
     assert s._proc is not first
 
 
+def test_submit_returns_before_the_answer_and_the_answer_keeps_its_own_latency(server, sender):
+    # the pipeline's thread sends a batch and goes on reading rows; the answer is picked up later,
+    # and its latency is the exchange's (measured by the answers' reader), not when it was looked at
+    release = threading.Event()
+    srv = server(lambda h, body: (release.wait(10), time.sleep(0.2), _answer(h, body=b'{"n":%s}' % body)))
+    s = sender(srv.url, threads=2)
+    s.start()
+    t0 = time.monotonic()
+    pending = [s.submit(b"1"), s.submit(b"2")]
+    assert time.monotonic() - t0 < 1.0 and not any(p.done() for p in pending)
+    release.set()
+    assert pending[1].result() == Exchange(200, None, None, b'{"n":2}')
+    assert pending[0].result() == Exchange(200, None, None, b'{"n":1}')
+    time.sleep(0.5)  # looked at late: the latency stays the exchange's
+    elapsed = time.monotonic() - t0
+    assert all(p.done() and 0.2 <= p.latency_s <= elapsed - 0.5 for p in pending)
+
+
+def test_close_fails_a_submitted_request_waiting_for_its_answer(server, sender):
+    arrived = threading.Event()
+    srv = server(lambda h, body: (arrived.set(), time.sleep(2), _answer(h)))
+    s = sender(srv.url)
+    pending = s.submit(b"{}")
+    assert arrived.wait(10)
+    s.close()
+    assert pending.done()
+    with pytest.raises(SenderClosed):
+        pending.result()
+    with pytest.raises(SenderClosed):
+        s.submit(b"{}")
+
+
 def test_close_wakes_a_waiting_request(server, sender):
     arrived = threading.Event()
     srv = server(lambda h, body: (arrived.set(), time.sleep(3), _answer(h)))

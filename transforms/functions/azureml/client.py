@@ -44,7 +44,7 @@ from urllib.parse import parse_qsl, urlsplit
 from transforms import progress
 from transforms.deadletter import json_default
 from transforms.errors import EndpointConfigError
-from transforms.functions.azureml.sender import Exchange, SenderClosed, SenderProcess
+from transforms.functions.azureml.sender import Exchange, PendingExchange, SenderClosed, SenderProcess
 from transforms.functions.azureml.swagger import SwaggerSignature, _safe_url
 
 try:  # several times faster than json for request and response bodies; optional
@@ -162,6 +162,14 @@ class CallResult(NamedTuple):
     reason: str | None
     message: str
     stats: CallStats
+
+
+class FirstRequest(NamedTuple):
+    """A batch's first request, sent by ``ScoringClient.start_call`` and not yet answered."""
+
+    body: bytes
+    start: float  # Timing.clock() when it was sent: the batch's retry deadline counts from here
+    exchange: PendingExchange
 
 
 class Cancelled(Exception):
@@ -291,18 +299,66 @@ class ScoringClient:
 
     # -- the call -----------------------------------------------------------------------------
 
-    def call(self, payloads: Sequence[Any]) -> CallResult:
+    def call(self, payloads: Sequence[Any], first: FirstRequest | None = None) -> CallResult:
         """Score one batch, retrying transient failures; raises EndpointConfigError on 401/403/404.
 
-        Also counts requests in flight, sent and retried for the live progress line."""
-        progress.add("ml.in_flight", 1)
+        ``first``: the batch's first request, already sent by ``start_call`` (its answer is
+        awaited, then handled like any other). Also counts requests in flight, sent and retried
+        for the live progress line."""
+        if first is None:
+            progress.add("ml.in_flight", 1)  # (start_call counted it)
         try:
-            result = self._call(payloads)
+            result = self._call(payloads, first)
         finally:
             progress.add("ml.in_flight", -1)
         progress.add("ml.requests", result.stats.requests)
         progress.add("ml.retries", result.stats.retries)
         return result
+
+    def start_call(self, payloads: Sequence[Any]) -> FirstRequest | None:
+        """Send a batch's first request without waiting for its answer (HTTP in the sender
+        process only). None when it was not sent: no sender process, or a value JSON cannot
+        carry (``call`` finds which). Then ``finish_call``, or ``call(payloads, first)``.
+
+        The caller's thread does the encoding and one pipe write, and no other thread of this
+        process runs for the request except the sender's answers' reader; ``call`` in a pool
+        thread costs that thread several GIL hand-offs with the caller's thread per request."""
+        if self._sender is None or self._closed.is_set():
+            return None
+        try:
+            body = self.encode(payloads)
+        except (ValueError, TypeError):
+            return None
+        start = self._timing.clock()
+        try:
+            pending = self._sender.submit(body)
+        except SenderClosed:
+            return None
+        progress.add("ml.in_flight", 1)
+        return FirstRequest(body, start, pending)
+
+    def finish_call(self, payloads: Sequence[Any], first: FirstRequest) -> CallResult | None:
+        """The batch's result when ``first`` (answered) scored every row; None for anything else
+        (a failure, a retry, a bad response): ``call(payloads, first)`` then handles it."""
+        exchange = first.exchange
+        if not exchange.done():
+            return None
+        try:
+            status, _, _, content = exchange.result()
+        except SenderClosed:
+            return None
+        if status is None or not 200 <= status < 300:
+            return None
+        try:
+            results = self.decode(content)
+        except ValueError:
+            return None
+        if len(results) != len(payloads):
+            return None
+        progress.add("ml.in_flight", -1)
+        progress.add("ml.requests", 1)
+        return CallResult(Action.OK, results, status, None, "",
+                          _stats(1, len(payloads), 0, 0, [exchange.latency_s * 1000.0]))
 
     def _exchange(self, data: bytes) -> Exchange:
         """One POST of ``data``: in the sender process, or with requests in this thread."""
@@ -326,13 +382,15 @@ class ScoringClient:
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as e:
             return Exchange(None, None, type(e).__name__, b"")
 
-    def _call(self, payloads: Sequence[Any]) -> CallResult:
+    def _call(self, payloads: Sequence[Any], first: FirstRequest | None = None) -> CallResult:
         if self._session is None and self._sender is None:
             raise RuntimeError("ScoringClient.open() was not called")
-        data = self.encode(payloads)
         timing, policy = self._timing, self.policy
+        if first is not None:
+            data, start = first.body, first.start
+        else:
+            data, start = self.encode(payloads), timing.clock()
         n = len(payloads)
-        start = timing.clock()
         requests_sent = failed = retries = 0
         waited = 0.0
         latencies: list[float] = []
@@ -340,17 +398,25 @@ class ScoringClient:
         last_status: int | None = None
         message = ""
         while True:
-            if self._closed.is_set():
-                raise Cancelled()
-            t0 = timing.clock()
-            status, retry_after_header, error, content = self._exchange(data)
+            if first is not None:  # sent already: its answer
+                try:
+                    status, retry_after_header, error, content = first.exchange.result()
+                except SenderClosed:
+                    raise Cancelled() from None
+                latencies.append(first.exchange.latency_s * 1000.0)
+                first = None
+            else:
+                if self._closed.is_set():
+                    raise Cancelled()
+                t0 = timing.clock()
+                status, retry_after_header, error, content = self._exchange(data)
+                latencies.append((timing.clock() - t0) * 1000.0)
             if error == "timeout":
                 message = f"timed out (request_timeout_s {self.timeout_s:g})"
             elif error is not None:
                 message = f"connection failed ({error})"
             if status is not None:
                 last_status = status
-            latencies.append((timing.clock() - t0) * 1000.0)
             requests_sent += 1
             action = classify(status)
             if action is Action.OK:

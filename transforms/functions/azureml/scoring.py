@@ -29,8 +29,12 @@ Shape of the pipeline segment (``ScoreRows``)::
   ``parallel_requests`` requests are in flight across batches (and the DoFn instance's bundles);
   the pipeline's thread goes on preparing the next batch meanwhile, and only waits when all
   slots are busy (back-pressure, e.g. while an endpoint is down and requests are retried).
-  Bodies are encoded and decoded in the pool threads (orjson). Results leave as requests
-  complete, each batch in its rows' order; ``finish_bundle`` waits for every request in flight.
+  With the HTTP in the sender process (the default), a batch's first request is sent from the
+  pipeline's thread itself, and its answer decoded there when the DoFn looks for finished
+  requests (``_SentHere``): no pool thread runs for a batch the endpoint scores whole. Retries
+  and rejected rows go on in a pool thread from that first answer. Bodies are encoded with
+  orjson and decoded with msgspec. Results leave as requests complete, each batch in its rows'
+  order; ``finish_bundle`` waits for every request in flight.
 * **Rejected batches** (400/413/422) go to ``PoisonIsolation``: instead of bisecting, a failed
   group is cut into the number of parts that minimizes the expected rows and requests sent,
   given the rejection rate the job has seen so far; at a high rate, batches are sent in smaller
@@ -69,7 +73,7 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP
 
 from transforms.deadletter import FAILED, DeadLetter, RowError
 from transforms.errors import EndpointConfigError
-from transforms.functions.azureml.client import Action, CallStats, Cancelled, ScoringClient, Timing
+from transforms.functions.azureml.client import Action, CallStats, Cancelled, FirstRequest, ScoringClient, Timing
 from transforms.functions.azureml.swagger import SCHEMA_MISMATCH
 from transforms.functions.base import ROWS, CallSite, RowStageDoFn
 
@@ -435,7 +439,8 @@ class ScoreBatchesDoFn(beam.DoFn):
     Input: ``(shard, chunks)`` where chunks are pickled ``_Chunk`` bytes (after batching) or
     ``_Chunk`` objects. Output: each row once — ``{**row, column: result}`` on the main output,
     or a ``DeadLetter`` on ``failed``. Override ``score`` to change how one request's rows are
-    scored (it runs in a pool thread: it must not touch Beam state or metrics).
+    scored (it runs in a pool thread: it must not touch Beam state or metrics); a subclass that
+    does gets every batch there.
     """
 
     def __init__(self, function: AzureMLFunction, site: CallSite, timing: Timing | None = None,
@@ -473,6 +478,9 @@ class ScoreBatchesDoFn(beam.DoFn):
         self._isolation = PoisonIsolation()
         self._after = None  # the call site's fused projection: ScoreRowsDoFn sets it
         self._after_all = None  # the same, for a list of rows
+        # a batch's first request leaves from this thread when the HTTP is in the sender process
+        # and ``score`` is not overridden (a subclass's ``score`` must see every batch)
+        self._sent_here = type(self).score is ScoreBatchesDoFn.score
         GcFreeze.hold()
         self._frozen = True
 
@@ -535,7 +543,16 @@ class ScoreBatchesDoFn(beam.DoFn):
         while len(self._inflight) >= self._parallel:
             yield from self._emit(self._inflight.popleft())  # waits for it: back-pressure
         self._hold()
-        self._inflight.append(_Pending(self._pool.submit(self.score, payloads), rows, stamps, windows))
+        self._inflight.append(_Pending(self._start(payloads), rows, stamps, windows))
+
+    def _start(self, payloads: list):
+        """The request's future: sent from this thread when it can be (``_SentHere``), else
+        scored in a pool thread."""
+        if self._sent_here and self._isolation.first_part(len(payloads)) >= len(payloads):
+            first = self._client.start_call(payloads)
+            if first is not None:
+                return _SentHere(self, payloads, first)
+        return self._pool.submit(self.score, payloads)
 
     def _emit_done(self):
         """Emit the requests at the head of the queue that have completed (batches stay in order)."""
@@ -661,11 +678,12 @@ class ScoreBatchesDoFn(beam.DoFn):
 
     # -- one batch's rows (pool thread) ----------------------------------------------------------
 
-    def score(self, payloads: list) -> tuple[list, CallStats]:
+    def score(self, payloads: list, first: FirstRequest | None = None) -> tuple[list, CallStats]:
         """Results for the rows, in order: a value, or a ``_Failure``.
 
         The batch is sent in parts chosen by ``PoisonIsolation`` (the whole batch while nothing
-        is rejected); a rejected part is cut again until the rejected rows are alone.
+        is rejected); a rejected part is cut again until the rejected rows are alone. ``first``:
+        the whole batch's first request, already sent (``_SentHere``).
         """
         client = self._client
         alias = self._function.alias
@@ -673,11 +691,11 @@ class ScoreBatchesDoFn(beam.DoFn):
         out: list = [None] * len(payloads)
         total = [CallStats()]
 
-        def run(idx: list[int]) -> bool:
+        def run(idx: list[int], first: FirstRequest | None = None) -> bool:
             """Send these rows; True when the endpoint rejected them (they were then isolated)."""
             part = payloads if len(idx) == len(payloads) else [payloads[i] for i in idx]
             try:
-                res = client.call(part)
+                res = client.call(part, first)
             except Cancelled:
                 raise
             except (ValueError, TypeError):  # a value JSON cannot carry (NaN in an untyped column, ...)
@@ -724,10 +742,68 @@ class ScoreBatchesDoFn(beam.DoFn):
                     rejected = run(part) or rejected
 
         every = list(range(len(payloads)))
+        if first is not None:
+            run(every, first)
+            return out, total[0]
         m = isolation.first_part(len(every))
         for lo in range(0, len(every), m):
             run(every if m >= len(every) else every[lo:lo + m])
         return out, total[0]
+
+
+class _SentHere:
+    """A batch whose first request the pipeline's thread sent itself (``ScoringClient.start_call``).
+
+    Why: scored in a pool thread, each request costs that thread several GIL hand-offs with the
+    pipeline's thread (woken to send, after the pipe write, on the answer), ~1.6 ms of the
+    process's one running thread per request on the seed job. Here the pipeline's thread
+    encodes and writes the body, and decodes the answer when it looks for finished requests;
+    the sender's answers' reader is the only other thread that runs. Anything but a complete
+    success (a retry, a rejected row, a bad response) goes on in a pool thread, in ``score``,
+    from that first answer: no row is sent twice for it.
+
+    The pool's ``Future`` interface as ``ScoreBatchesDoFn`` uses it: ``done``, ``result``, ``cancel``.
+    """
+
+    __slots__ = ("_dofn", "_payloads", "_first", "_result", "_future")
+
+    def __init__(self, dofn: ScoreBatchesDoFn, payloads: list, first: FirstRequest):
+        self._dofn = dofn
+        self._payloads = payloads
+        self._first = first
+        self._result: tuple[list, CallStats] | None = None
+        self._future = None  # the pool's, when the first answer was not a complete success
+
+    def done(self) -> bool:
+        if self._result is not None:
+            return True
+        if self._future is None:
+            if not self._first.exchange.done():
+                return False
+            self._resolve()
+            if self._result is not None:
+                return True
+        return self._future.done()
+
+    def result(self) -> tuple[list, CallStats]:
+        if self._result is None and self._future is None:
+            self._first.exchange.wait()
+            self._resolve()
+        if self._result is not None:
+            return self._result
+        return self._future.result()
+
+    def cancel(self) -> bool:
+        return self._future.cancel() if self._future is not None else False
+
+    def _resolve(self) -> None:
+        dofn, payloads = self._dofn, self._payloads
+        res = dofn._client.finish_call(payloads, self._first)
+        if res is not None:
+            dofn._isolation.observe(len(payloads), 0)
+            self._result = (res.results, res.stats)
+        else:
+            self._future = dofn._pool.submit(dofn.score, payloads, self._first)
 
 
 class ScoreRowsDoFn(ScoreBatchesDoFn):

@@ -31,6 +31,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 import zlib
 from typing import NamedTuple
 from urllib.parse import urlsplit
@@ -165,11 +166,50 @@ class SenderClosed(Exception):
     """``SenderProcess.close`` was called while this request waited for its answer."""
 
 
+class PendingExchange:
+    """A request sent by ``SenderProcess.submit``: its answer arrives later.
+
+    ``done()`` never blocks; ``result()`` waits for the ``Exchange`` (``SenderClosed`` when the
+    sender was closed first). ``latency_s``: from the write of the request to the arrival of its
+    answer, measured by the answers' reader (not when the caller looked).
+    """
+
+    __slots__ = ("_event", "_answer", "_proc", "_sent", "_arrived")
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._answer: Exchange | None = None
+        self._proc: subprocess.Popen | None = None  # the child it went to
+        self._sent = self._arrived = 0.0
+
+    def _set(self, answer: Exchange | None) -> None:
+        self._arrived = time.monotonic()
+        self._answer = answer
+        self._event.set()
+
+    def done(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self) -> None:
+        self._event.wait()
+
+    def result(self) -> Exchange:
+        self._event.wait()
+        if self._answer is None:
+            raise SenderClosed()
+        return self._answer
+
+    @property
+    def latency_s(self) -> float:
+        return max(0.0, self._arrived - self._sent)
+
+
 class SenderProcess:
     """The parent's end: starts the child, sends bodies, hands each answer to its caller.
 
     ``exchange`` may be called from several threads at once (up to ``threads`` requests are
-    sent in parallel). If the child dies, the requests waiting for it get a connection error
+    sent in parallel); ``submit`` sends without waiting, for a caller that does other work
+    meanwhile. If the child dies, the requests waiting for it get a connection error
     (the caller's retry policy applies) and the next ``exchange`` starts a new child.
 
     >>> sender = SenderProcess("http://127.0.0.1:9/score", {}, 1.0, 1.0, threads=1)
@@ -185,7 +225,7 @@ class SenderProcess:
         self._write_lock = threading.Lock()
         self._proc: subprocess.Popen | None = None
         self._reading: subprocess.Popen | None = None  # the child whose answers are being read
-        self._waiting: dict[int, list] = {}  # id -> [Event, Exchange | None, the child it went to]
+        self._waiting: dict[int, PendingExchange] = {}
         self._next_id = 0
         self._closed = False
 
@@ -232,10 +272,9 @@ class SenderProcess:
                     break
                 rid, status, retry_after, error, content = answer
                 with self._lock:
-                    slot = self._waiting.pop(rid, None)
-                if slot is not None:
-                    slot[1] = Exchange(status, retry_after, error, content)
-                    slot[0].set()
+                    pending = self._waiting.pop(rid, None)
+                if pending is not None:
+                    pending._set(Exchange(status, retry_after, error, content))
         except (OSError, ValueError, EOFError):
             pass
         # the child is gone: what was sent to it gets a connection error
@@ -243,40 +282,43 @@ class SenderProcess:
         with self._lock:
             if self._reading is proc:
                 self._reading = None  # from now on exchange() starts another child
-            lost = [rid for rid, slot in self._waiting.items() if slot[2] is proc]
-            slots = [self._waiting.pop(rid) for rid in lost]
-        for slot in slots:
-            slot[1] = died
-            slot[0].set()
+            lost = [rid for rid, pending in self._waiting.items() if pending._proc is proc]
+            orphans = [self._waiting.pop(rid) for rid in lost]
+        for pending in orphans:
+            pending._set(died)
         try:
             proc.stdout.close()
         except (OSError, ValueError):
             pass
 
     def exchange(self, body: bytes) -> Exchange:
-        """POST ``body``; raises ``SenderClosed`` when the sender is closed meanwhile."""
-        slot: list = [threading.Event(), None, None]
+        """POST ``body`` and wait for the answer; raises ``SenderClosed`` when the sender is closed meanwhile."""
+        return self.submit(body).result()
+
+    def submit(self, body: bytes) -> PendingExchange:
+        """POST ``body`` without waiting for the answer (only for the write to the child's pipe)."""
+        pending = PendingExchange()
         with self._lock:
             if self._closed:
                 raise SenderClosed()
             try:
                 proc = self._start()
             except OSError:
-                return Exchange(None, None, "SenderProcessExited", b"")
+                pending._set(Exchange(None, None, "SenderProcessExited", b""))
+                return pending
             rid = self._next_id = self._next_id + 1
-            self._waiting[rid] = slot
-            slot[2] = proc
+            self._waiting[rid] = pending
+            pending._proc = proc
+        pending._sent = time.monotonic()
         try:
             with self._write_lock:  # not under _lock: the answers' reader needs it meanwhile
                 write_frame(proc.stdin, (rid, body))
         except (OSError, ValueError):  # the child died: the next call starts another
             with self._lock:
-                self._waiting.pop(rid, None)
-            return Exchange(None, None, "SenderProcessExited", b"")
-        slot[0].wait()
-        if slot[1] is None:
-            raise SenderClosed()
-        return slot[1]
+                mine = self._waiting.pop(rid, None) is not None
+            if mine:  # (else its reader has already failed it)
+                pending._set(Exchange(None, None, "SenderProcessExited", b""))
+        return pending
 
     def close(self) -> None:
         """Stop the child; requests waiting for an answer raise ``SenderClosed``."""
@@ -284,8 +326,8 @@ class SenderProcess:
             self._closed = True
             proc, self._proc = self._proc, None
             waiting, self._waiting = self._waiting, {}
-        for slot in waiting.values():
-            slot[0].set()
+        for pending in waiting.values():
+            pending._set(None)
         if proc is not None:
             try:
                 proc.stdin.close()  # the child exits at the end of its input
