@@ -695,7 +695,7 @@ class ScoreBatchesDoFn(beam.DoFn):
             """Send these rows; True when the endpoint rejected them (they were then isolated)."""
             part = payloads if len(idx) == len(payloads) else [payloads[i] for i in idx]
             try:
-                res = client.call(part, first)
+                res = client.call(part) if first is None else client.call(part, first)  # call() may be overridden
             except Cancelled:
                 raise
             except (ValueError, TypeError):  # a value JSON cannot carry (NaN in an untyped column, ...)
