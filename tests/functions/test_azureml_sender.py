@@ -250,6 +250,20 @@ def test_close_fails_a_submitted_request_waiting_for_its_answer(server, sender):
         s.submit(b"{}")
 
 
+def test_a_child_that_never_says_ready_fails_its_requests_instead_of_hanging(server, sender):
+    # start() does not wait for the child (its start-up overlaps the pipeline's work): requests
+    # written meanwhile wait in the pipe, and a child that dies before its "ready" fails them
+    srv = server()
+    s = sender(srv.url)
+    good = s._config
+    s._config = ("not", "a", "configuration")  # the child cannot unpack it and exits
+    s.start()
+    assert s.exchange(b"{}") == Exchange(None, None, "SenderProcessExited", b"")
+    s._config = good
+    assert s.exchange(b"{}").status == 200  # the next request starts another child
+    assert len(srv.requests) == 1
+
+
 def test_close_wakes_a_waiting_request(server, sender):
     arrived = threading.Event()
     srv = server(lambda h, body: (arrived.set(), time.sleep(3), _answer(h)))

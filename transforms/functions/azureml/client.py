@@ -221,7 +221,7 @@ class ScoringClient:
             self._sender = SenderProcess(self.url, headers, self.connect_timeout_s, self.timeout_s,
                                          threads=max(1, self.pool_size), cafile=cafile)
             try:
-                self._sender.start()  # start-up belongs to open() (a DoFn's setup), not to a request
+                self._sender.start()  # starts while the pipeline reads its first rows
             except OSError:
                 pass  # the first request tries again, and fails as a connection error if it must
             return self

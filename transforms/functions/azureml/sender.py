@@ -246,13 +246,12 @@ class SenderProcess:
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=1 << 16)
         try:
             write_frame(proc.stdin, self._config)
-            ready = read_frame(proc.stdout)  # started and configured: its start-up is paid here
-        except (OSError, ValueError, EOFError):
-            ready = None
-        if ready != "ready":
+        except (OSError, ValueError):
             proc.kill()
             proc.wait()
-            raise OSError("the sender process did not start")
+            raise OSError("the sender process did not start") from None
+        # Not waited for: its start-up (~40 ms) overlaps the caller's work, and requests written
+        # meanwhile wait in the pipe. Its answers' reader checks its "ready" first.
         self._proc = self._reading = proc
         threading.Thread(target=self._read_answers, args=(proc,), name="sender-answers", daemon=True).start()
         return proc
@@ -266,7 +265,9 @@ class SenderProcess:
 
     def _read_answers(self, proc: subprocess.Popen) -> None:
         try:
-            while True:
+            # a child that did not start (or took no configuration) never says "ready": it is gone
+            ready = read_frame(proc.stdout) == "ready"
+            while ready:
                 answer = read_frame(proc.stdout)
                 if answer is None:
                     break
