@@ -243,7 +243,9 @@ class SenderProcess:
         # -I: no PYTHON* variables, no user site, not the script's directory on sys.path;
         # -S: no site-packages either (the child needs the standard library only; ~15 ms less)
         proc = subprocess.Popen([sys.executable, "-I", "-S", os.path.abspath(__file__)], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=1 << 16)
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=_PIPE_BYTES)
+        _widen(proc.stdin)
+        _widen(proc.stdout)
         try:
             write_frame(proc.stdin, self._config)
         except (OSError, ValueError):
@@ -340,6 +342,22 @@ class SenderProcess:
                 proc.kill()
                 proc.wait()
             proc.stdout.close()
+
+
+# A 1000-row request or answer is ~100 KB, more than a pipe holds by default (64 KB): the
+# pipeline's thread would block in its write until the child (on a busy machine) reads, and the
+# answers' reader would need two reads, each taking the GIL back from the pipeline's thread.
+_PIPE_BYTES = 1 << 20  # Linux's default /proc/sys/fs/pipe-max-size
+
+
+def _widen(stream) -> None:
+    """Let the pipe behind ``stream`` hold ``_PIPE_BYTES`` where the system allows it."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(stream.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
+    except (ImportError, AttributeError, OSError):  # not Linux, or above the system's limit
+        pass
 
 
 def _discard(proc: subprocess.Popen) -> None:
