@@ -15,7 +15,12 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the shared fixtures module
 pytest_plugins = ["fixtures_azureml"]
 
-from transforms.functions.azureml.sender import Exchange, SenderClosed, SenderProcess  # noqa: E402
+from transforms.functions.azureml.sender import (  # noqa: E402
+    Exchange,
+    PendingExchange,
+    SenderClosed,
+    SenderProcess,
+)
 
 
 class _Server:
@@ -234,6 +239,13 @@ def test_submit_returns_before_the_answer_and_the_answer_keeps_its_own_latency(s
     time.sleep(0.5)  # looked at late: the latency stays the exchange's
     elapsed = time.monotonic() - t0
     assert all(p.done() and 0.2 <= p.latency_s <= elapsed - 0.5 for p in pending)
+
+
+def test_a_request_failed_before_it_was_written_has_no_latency():
+    # (the child could not be started): its latency, in the request_latency_ms metric, is ~0
+    pending = PendingExchange()
+    pending._set(Exchange(None, None, "SenderProcessExited", b""))
+    assert pending.done() and pending.latency_s < 1.0
 
 
 def test_close_fails_a_submitted_request_waiting_for_its_answer(server, sender):

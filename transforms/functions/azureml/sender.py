@@ -180,7 +180,7 @@ class PendingExchange:
         self._event = threading.Event()
         self._answer: Exchange | None = None
         self._proc: subprocess.Popen | None = None  # the child it went to
-        self._sent = self._arrived = 0.0
+        self._sent = self._arrived = time.monotonic()  # (a request that could not be sent: 0 s)
 
     def _set(self, answer: Exchange | None) -> None:
         self._arrived = time.monotonic()
