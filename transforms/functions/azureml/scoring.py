@@ -10,10 +10,11 @@ Shape of the pipeline segment (``ScoreRows``)::
   (they leave at once: passed through, or dead-lettered).
 * **Bounded input** (batch jobs): one DoFn, fused with whatever produced the rows, cuts batches
   of ``batch_size`` rows within each bundle, as Beam's ``BatchElements`` does, and sends each as
-  soon as it is full; a bundle's last, partial batch leaves in ``finish_bundle``. Rows of
+  soon as it is full and a request slot is free (one full batch may wait for a slot while the
+  next fills); a bundle's last, partial batch leaves in ``finish_bundle``. Rows of
   different windows share a request (the endpoint does not care); every row keeps its own
   timestamp and windows (unless nothing reads them: ``ScoreRowsUntimedDoFn``). Memory is
-  flat: at most one buffer plus ``parallel_requests`` requests of ``batch_size`` rows per DoFn
+  flat: at most two buffers plus ``parallel_requests`` requests of ``batch_size`` rows per DoFn
   instance, whatever the input's size. (The earlier GroupByKey
   over the whole input held every row until the input ended; a stateful DoFn with an
   end-of-window flush lost a second call site's rows on the FnApiRunner; this path has neither.)
@@ -246,6 +247,10 @@ def _to_chunk(group: tuple) -> tuple[int, _Chunk]:
 # ---------------------------------------------------------------------------------------------
 # Isolating rejected rows
 
+
+# While a full batch waits for a request slot, the DoFn looks for finished requests every this
+# many rows (~1 ms of a simple job): often enough that the endpoint is not left idle.
+LOOK_EVERY = 64
 
 REQUEST_COST_ROWS = 10.0  # what one more request costs, in rows sent (the endpoint's per-request overhead)
 
@@ -811,8 +816,9 @@ class ScoreRowsDoFn(ScoreBatchesDoFn):
 
     Rows are buffered until ``batch_size`` of them can be sent (a bundle's last batch may be
     smaller); with ``parallel_requests`` requests in flight the next batch is prepared
-    meanwhile. Holds at most ``batch_size × (parallel_requests + 1)`` rows. Each output keeps
-    its input's timestamp, windows and pane.
+    meanwhile, and one more after it (``_look``). Holds at most
+    ``batch_size × (parallel_requests + 2)`` rows. Each output keeps its input's timestamp,
+    windows and pane.
 
     The call site's ``before`` and ``after`` stages (the step's WHERE and its projection, see
     ``CallSite``) run here too: a row filtered before is never sent, and a scored row leaves
@@ -850,6 +856,8 @@ class ScoreRowsDoFn(ScoreBatchesDoFn):
         for stage in self._stages:
             stage.start_bundle()
         self._rows, self._payloads, self._wvs = [], [], []
+        self._ready: collections.deque[tuple] = collections.deque()  # full batches waiting for a slot
+        self._next_look = self._batch_size
         self._deferred: list = []
         self._replan()
 
@@ -877,8 +885,8 @@ class ScoreRowsDoFn(ScoreBatchesDoFn):
         rows.append(row)
         self._payloads.append(payload)
         self._wvs.append(wv)
-        if len(rows) >= self._batch_size:
-            return self._flush_full()
+        if len(rows) >= self._next_look:
+            return self._look()
         return None
 
     def _process_general(self, row, wv):
@@ -916,29 +924,41 @@ class ScoreRowsDoFn(ScoreBatchesDoFn):
         out = self._output_wv(row, payload, wv)
         return None if out is None else (out,)
 
-    def _flush_full(self) -> list:
-        out = list(self._send_buffer())
-        out.extend(self._emit_done())
+    def _look(self) -> list:
+        """The buffer reached ``_next_look`` rows: a full buffer becomes a batch, and batches are
+        sent while request slots are free. One full batch may wait for a slot while the next one
+        fills (checked every ``LOOK_EVERY`` rows meanwhile): the pipeline's thread goes on reading
+        rows instead of waiting for the endpoint, and only waits when a second batch is full."""
+        if len(self._rows) >= self._batch_size:
+            self._ready.append(self._cut())
+        out = list(self._emit_done())
+        ready = self._ready
+        while ready and (len(self._inflight) < self._parallel or len(ready) > 1):
+            out.extend(self._submit(*ready.popleft()))  # waits for a slot only when two batches are ready
+        self._next_look = min(self._batch_size, len(self._rows) + LOOK_EVERY) if ready else self._batch_size
         return out
 
     def finish_bundle(self):
         if self._deferred:
             deferred, self._deferred = self._deferred, []
             yield from deferred
+        while self._ready:
+            yield from self._submit(*self._ready.popleft())
         if self._rows:
-            yield from self._send_buffer()
+            yield from self._submit(*self._cut())
         while self._inflight:
             yield from self._emit(self._inflight.popleft())
         for stage in self._stages:  # after every output: the counters include them
             stage.finish_bundle()
 
-    def _send_buffer(self):
+    def _cut(self) -> tuple:
+        """The buffer as ``_submit``'s arguments; a new buffer."""
         rows, payloads, wvs = self._rows, self._payloads, self._wvs
         self._rows, self._payloads, self._wvs = [], [], []
         if self._count_in is not None:
             self._count_in.passed(len(rows))
         # untimed (no WindowedValues kept): the rows will leave as plain values
-        yield from self._submit(payloads, rows, wvs if self._timed else None, None)
+        return payloads, rows, wvs if self._timed else None, None
 
 
 class ScoreRowsUntimedDoFn(ScoreRowsDoFn):
