@@ -397,33 +397,38 @@ def _count_produced(row):
     return row
 
 
+def _score_watching_the_input(ep, n: int, on_request, **cfg) -> list:
+    """``n`` rows through ``Map(_count_produced)`` into ``score(ep, **cfg)``; ``on_request(batch)``
+    runs before the endpoint answers each request. The scored rows."""
+    _PRODUCED.clear()
+    _AT_REQUEST.clear()
+    original = ep.answer
+
+    def answer(batch):
+        on_request(batch)
+        return original(batch)
+
+    ep.answer = answer
+    p = beam.Pipeline(options=pipeline_options())
+    out = p | beam.Create(rows(n)) | beam.Map(_count_produced) | score(ep, **cfg)
+    got = collect(out["rows"], "rows")
+    p.run().wait_until_finish()
+    return got()
+
+
 def test_bounded_input_is_scored_as_it_streams_past_not_after_it_is_all_read(fake_endpoint):
     """Flat memory: a request leaves once batch_size rows are prepared, while the input is still being
     read; at no time are more than batch_size x (parallel_requests + 2) rows held (the requests in
     flight, one full batch waiting for a slot, the buffer filling)."""
     answered = [0]
 
-    def score_and_watch(row):
-        return float(row[0] + row[1])
-
-    ep = fake_endpoint(score=score_and_watch)
-    _PRODUCED.clear()
-    _AT_REQUEST.clear()
-    original = ep.answer
-
-    def answer(rows):
+    def watch(batch):
         _AT_REQUEST.append((len(_PRODUCED), answered[0]))
-        answered[0] += len(rows)
-        return original(rows)
+        answered[0] += len(batch)
 
-    ep.answer = answer
-    data = rows(6000)
-    p = beam.Pipeline(options=pipeline_options())
-    out = (p | beam.Create(data) | beam.Map(_count_produced)
-           | score(ep, batch_size=200, parallel_requests=2))
-    got = collect(out["rows"], "rows")
-    p.run().wait_until_finish()
-    assert len(got()) == 6000 and sum(r.rows for r in ep.log) == 6000
+    ep = fake_endpoint()
+    scored = _score_watching_the_input(ep, 6000, watch, batch_size=200, parallel_requests=2)
+    assert len(scored) == 6000 and sum(r.rows for r in ep.log) == 6000
     assert all(r.rows <= 200 for r in ep.log)
     held = max(produced - done for produced, done in _AT_REQUEST)
     assert held <= 200 * (2 + 2), held  # with a GroupByKey, the first request would see all 6000
@@ -432,27 +437,17 @@ def test_bounded_input_is_scored_as_it_streams_past_not_after_it_is_all_read(fak
 def test_rows_are_read_on_while_every_request_slot_is_busy(fake_endpoint):
     """With every slot busy, one full batch waits for a slot while the next one fills: the
     pipeline's thread reads on instead of waiting for the endpoint (it waits at the second)."""
-    ep = fake_endpoint()
-    _PRODUCED.clear()
-    _AT_REQUEST.clear()
-    original = ep.answer
 
-    def answer(rows):
+    def hold_the_first(batch):
         if not _AT_REQUEST:  # the first request: answered once a third batch is being read
             deadline = time.monotonic() + 20
             while len(_PRODUCED) < 250 and time.monotonic() < deadline:
                 time.sleep(0.01)
         _AT_REQUEST.append(len(_PRODUCED))
-        return original(rows)
 
-    ep.answer = answer
-    data = rows(1000)
-    p = beam.Pipeline(options=pipeline_options())
-    out = (p | beam.Create(data) | beam.Map(_count_produced)
-           | score(ep, batch_size=100, parallel_requests=1))
-    got = collect(out["rows"], "rows")
-    p.run().wait_until_finish()
-    assert len(got()) == 1000 and [r.rows for r in ep.log] == [100] * 10
+    ep = fake_endpoint()
+    scored = _score_watching_the_input(ep, 1000, hold_the_first, batch_size=100, parallel_requests=1)
+    assert len(scored) == 1000 and [r.rows for r in ep.log] == [100] * 10
     # waiting for a slot, the thread would have stopped at row 200 (and the answer at 20 s)
     assert _AT_REQUEST[0] >= 250
     assert _AT_REQUEST[0] <= 300  # ... and it stops at the second full batch: memory stays flat
