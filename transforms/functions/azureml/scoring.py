@@ -372,10 +372,11 @@ def _first_part(n: int, p: float, cost: float) -> int:
 class GilHandoff:
     """Lowers the interpreter's GIL switch interval while any scoring request is in flight.
 
-    The HTTP exchange runs in a pool thread while the pipeline's thread keeps the GIL busy; every
-    time a socket call of the pool thread returns, it waits up to ``sys.getswitchinterval()``
-    (5 ms by default) for the GIL. A request makes several such calls: measured on the local
-    endpoint, 15 ms alone became 42 ms next to a busy thread, and 17 ms with a 0.2 ms interval.
+    The sender's answers' reader (and the pool thread of a retried batch) needs the GIL while the
+    pipeline's thread keeps it busy; every time one of its system calls returns, it waits up to
+    ``sys.getswitchinterval()`` (5 ms by default) for it, and an answer is seen that much later.
+    Measured on the local endpoint when every request ran in a pool thread: 15 ms alone became
+    42 ms next to a busy thread, and 17 ms with a 0.2 ms interval.
     The setting is process-wide, so it is reference counted and restored as soon as no request
     is in flight. ``AzureMLConfig.gil_switch_interval_ms = 0`` turns this off.
     """
