@@ -338,27 +338,18 @@ class ScoringClient:
         return FirstRequest(body, start, pending)
 
     def finish_call(self, payloads: Sequence[Any], first: FirstRequest) -> CallResult | None:
-        """The batch's result when ``first`` (answered) scored every row; None for anything else
-        (a failure, a retry, a bad response): ``call(payloads, first)`` then handles it."""
-        exchange = first.exchange
-        if not exchange.done():
+        """``call(payloads, first)`` where nothing in it can wait or sleep: ``first`` was answered
+        with a 2xx (the rows scored, or a bad response). None otherwise (not answered yet, or a
+        failure to retry or isolate): ``call(payloads, first)`` then, where it may wait."""
+        if not first.exchange.done():
             return None
         try:
-            status, _, _, content = exchange.result()
+            status = first.exchange.result().status
         except SenderClosed:
             return None
-        if status is None or not 200 <= status < 300:
+        if classify(status) is not Action.OK:
             return None
-        try:
-            results = self.decode(content)
-        except ValueError:
-            return None
-        if len(results) != len(payloads):
-            return None
-        progress.add("ml.in_flight", -1)
-        progress.add("ml.requests", 1)
-        return CallResult(Action.OK, results, status, None, "",
-                          _stats(1, len(payloads), 0, 0, [exchange.latency_s * 1000.0]))
+        return self.call(payloads, first)
 
     def _exchange(self, data: bytes) -> Exchange:
         """One POST of ``data``: in the sender process, or with requests in this thread."""

@@ -748,12 +748,9 @@ class ScoreBatchesDoFn(beam.DoFn):
                     rejected = run(part) or rejected
 
         every = list(range(len(payloads)))
-        if first is not None:
-            run(every, first)
-            return out, total[0]
-        m = isolation.first_part(len(every))
+        m = len(every) if first is not None else isolation.first_part(len(every))
         for lo in range(0, len(every), m):
-            run(every if m >= len(every) else every[lo:lo + m])
+            run(every if m >= len(every) else every[lo:lo + m], first)
         return out, total[0]
 
 
@@ -764,9 +761,9 @@ class _SentHere:
     pipeline's thread (woken to send, after the pipe write, on the answer), ~1.6 ms of the
     process's one running thread per request on the seed job. Here the pipeline's thread
     encodes and writes the body, and decodes the answer when it looks for finished requests;
-    the sender's answers' reader is the only other thread that runs. Anything but a complete
-    success (a retry, a rejected row, a bad response) goes on in a pool thread, in ``score``,
-    from that first answer: no row is sent twice for it.
+    the sender's answers' reader is the only other thread that runs. A failure to retry or
+    isolate (anything but a 2xx) goes on in a pool thread, in ``score``, from that first answer:
+    no row is sent twice for it.
 
     The pool's ``Future`` interface as ``ScoreBatchesDoFn`` uses it: ``done``, ``result``, ``cancel``.
     """
@@ -781,23 +778,17 @@ class _SentHere:
         self._future = None  # the pool's, when the first answer was not a complete success
 
     def done(self) -> bool:
-        if self._result is not None:
-            return True
-        if self._future is None:
+        if self._result is None and self._future is None:
             if not self._first.exchange.done():
                 return False
             self._resolve()
-            if self._result is not None:
-                return True
-        return self._future.done()
+        return self._result is not None or self._future.done()
 
     def result(self) -> tuple[list, CallStats]:
         if self._result is None and self._future is None:
             self._first.exchange.wait()
             self._resolve()
-        if self._result is not None:
-            return self._result
-        return self._future.result()
+        return self._result if self._result is not None else self._future.result()
 
     def cancel(self) -> bool:
         return self._future.cancel() if self._future is not None else False
@@ -805,11 +796,13 @@ class _SentHere:
     def _resolve(self) -> None:
         dofn, payloads = self._dofn, self._payloads
         res = dofn._client.finish_call(payloads, self._first)
-        if res is not None:
+        if res is None:  # to retry or isolate: where waiting is allowed
+            self._future = dofn._pool.submit(dofn.score, payloads, self._first)
+        elif res.action is Action.OK:
             dofn._isolation.observe(len(payloads), 0)
             self._result = (res.results, res.stats)
-        else:
-            self._future = dofn._pool.submit(dofn.score, payloads, self._first)
+        else:  # a 2xx that does not hold the results: the batch's rows fail, as in ``score``
+            self._result = ([_Failure(res.reason, res.message, res.status)] * len(payloads), res.stats)
 
 
 class ScoreRowsDoFn(ScoreBatchesDoFn):

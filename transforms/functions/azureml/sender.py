@@ -162,6 +162,9 @@ class Exchange(NamedTuple):
     content: bytes
 
 
+_EXITED = Exchange(None, None, "SenderProcessExited", b"")  # what a request gets when the child is gone
+
+
 class SenderClosed(Exception):
     """``SenderProcess.close`` was called while this request waited for its answer."""
 
@@ -281,14 +284,13 @@ class SenderProcess:
         except (OSError, ValueError, EOFError):
             pass
         # the child is gone: what was sent to it gets a connection error
-        died = Exchange(None, None, "SenderProcessExited", b"")
         with self._lock:
             if self._reading is proc:
                 self._reading = None  # from now on exchange() starts another child
             lost = [rid for rid, pending in self._waiting.items() if pending._proc is proc]
             orphans = [self._waiting.pop(rid) for rid in lost]
         for pending in orphans:
-            pending._set(died)
+            pending._set(_EXITED)
         try:
             proc.stdout.close()
         except (OSError, ValueError):
@@ -307,7 +309,7 @@ class SenderProcess:
             try:
                 proc = self._start()
             except OSError:
-                pending._set(Exchange(None, None, "SenderProcessExited", b""))
+                pending._set(_EXITED)
                 return pending
             rid = self._next_id = self._next_id + 1
             self._waiting[rid] = pending
@@ -320,7 +322,7 @@ class SenderProcess:
             with self._lock:
                 mine = self._waiting.pop(rid, None) is not None
             if mine:  # (else its reader has already failed it)
-                pending._set(Exchange(None, None, "SenderProcessExited", b""))
+                pending._set(_EXITED)
         return pending
 
     def close(self) -> None:
