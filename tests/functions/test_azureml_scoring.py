@@ -38,6 +38,7 @@ from transforms.functions.azureml import (  # noqa: E402
 )
 from transforms.functions.azureml.scoring import (  # noqa: E402
     BUNDLE,
+    READ_AHEAD_ROWS,
     STATEFUL,
     GilHandoff,
     PoisonIsolation,
@@ -418,8 +419,8 @@ def _score_watching_the_input(ep, n: int, on_request, **cfg) -> list:
 
 def test_bounded_input_is_scored_as_it_streams_past_not_after_it_is_all_read(fake_endpoint):
     """Flat memory: a request leaves once batch_size rows are prepared, while the input is still being
-    read; at no time are more than batch_size x (parallel_requests + 2) rows held (the requests in
-    flight, one full batch waiting for a slot, the buffer filling)."""
+    read; at no time are more than batch_size x (parallel_requests + 1) + READ_AHEAD_ROWS rows held
+    (the requests in flight, the full batches waiting for a slot, the buffer filling)."""
     answered = [0]
 
     def watch(batch):
@@ -427,30 +428,37 @@ def test_bounded_input_is_scored_as_it_streams_past_not_after_it_is_all_read(fak
         answered[0] += len(batch)
 
     ep = fake_endpoint()
-    scored = _score_watching_the_input(ep, 6000, watch, batch_size=200, parallel_requests=2)
-    assert len(scored) == 6000 and sum(r.rows for r in ep.log) == 6000
+    n = 4 * READ_AHEAD_ROWS
+    scored = _score_watching_the_input(ep, n, watch, batch_size=200, parallel_requests=2)
+    assert len(scored) == n and sum(r.rows for r in ep.log) == n
     assert all(r.rows <= 200 for r in ep.log)
     held = max(produced - done for produced, done in _AT_REQUEST)
-    assert held <= 200 * (2 + 2), held  # with a GroupByKey, the first request would see all 6000
+    ahead = READ_AHEAD_ROWS // 200 * 200
+    assert held <= 200 * (2 + 1) + ahead, held  # with a GroupByKey, the first request would see all n
 
 
 def test_rows_are_read_on_while_every_request_slot_is_busy(fake_endpoint):
-    """With every slot busy, one full batch waits for a slot while the next one fills: the
-    pipeline's thread reads on instead of waiting for the endpoint (it waits at the second)."""
+    """With every slot busy, full batches wait for a slot while the next ones fill, up to
+    READ_AHEAD_ROWS rows of them: the pipeline's thread reads on instead of waiting for the
+    endpoint, and waits when one more batch is full."""
+    batch = 1000
+    ahead = READ_AHEAD_ROWS // batch  # full batches that may wait
+    stop = batch * (1 + ahead + 1)  # one in flight, `ahead` waiting, and the one that is one too many
 
-    def hold_the_first(batch):
-        if not _AT_REQUEST:  # the first request: answered once a third batch is being read
+    def hold_the_first(batch_rows):
+        if not _AT_REQUEST:  # the first request: answered once the last batch the thread may read is filling
             deadline = time.monotonic() + 20
-            while len(_PRODUCED) < 250 and time.monotonic() < deadline:
+            while len(_PRODUCED) < stop - batch // 2 and time.monotonic() < deadline:
                 time.sleep(0.01)
         _AT_REQUEST.append(len(_PRODUCED))
 
     ep = fake_endpoint()
-    scored = _score_watching_the_input(ep, 1000, hold_the_first, batch_size=100, parallel_requests=1)
-    assert len(scored) == 1000 and [r.rows for r in ep.log] == [100] * 10
-    # waiting for a slot, the thread would have stopped at row 200 (and the answer at 20 s)
-    assert _AT_REQUEST[0] >= 250
-    assert _AT_REQUEST[0] <= 300  # ... and it stops at the second full batch: memory stays flat
+    n = stop + 2 * batch
+    scored = _score_watching_the_input(ep, n, hold_the_first, batch_size=batch, parallel_requests=1)
+    assert len(scored) == n and [r.rows for r in ep.log] == [batch] * (n // batch)
+    # waiting for a slot at once, the thread would have stopped at row 2 x batch (and the answer at 20 s)
+    assert _AT_REQUEST[0] >= stop - batch // 2
+    assert _AT_REQUEST[0] <= stop  # ... and it stops there: memory stays flat
 
 
 def test_one_function_at_two_call_sites_loses_no_rows(fake_endpoint):

@@ -252,6 +252,13 @@ def _to_chunk(group: tuple) -> tuple[int, _Chunk]:
 # many rows (~1 ms of a simple job): often enough that the endpoint is not left idle.
 LOOK_EVERY = 64
 
+# With every request slot busy, full batches wait for a slot while the pipeline's thread reads
+# on, up to this many rows of them (at least one batch): ~0.1 s of a simple job's rows. An
+# endpoint pauses now and then (the local one for ~0.1 s every few seconds, both requests at
+# once; at start-up for its first connections): a pause shorter than that costs the pipeline
+# nothing, and the endpoint, faster than the pipeline, catches up after it.
+READ_AHEAD_ROWS = 8192
+
 REQUEST_COST_ROWS = 10.0  # what one more request costs, in rows sent (the endpoint's per-request overhead)
 
 
@@ -473,6 +480,7 @@ class ScoreBatchesDoFn(beam.DoFn):
         cfg = self._function.config
         self._batch_size = cfg.batch_size
         self._parallel = cfg.parallel_requests
+        self._ahead = max(1, READ_AHEAD_ROWS // cfg.batch_size)  # full batches that may wait for a slot
         self._client: ScoringClient = self._function.make_client(
             timing=self._timing, streaming=self._streaming).open()
         self._pool = ThreadPoolExecutor(max_workers=self._parallel,
@@ -809,10 +817,10 @@ class ScoreRowsDoFn(ScoreBatchesDoFn):
     """Bounded input: prepares each row, cuts batches within the bundle and scores them.
 
     Rows are buffered until ``batch_size`` of them can be sent (a bundle's last batch may be
-    smaller); with ``parallel_requests`` requests in flight the next batch is prepared
-    meanwhile, and one more after it (``_look``). Holds at most
-    ``batch_size × (parallel_requests + 2)`` rows. Each output keeps its input's timestamp,
-    windows and pane.
+    smaller); with ``parallel_requests`` requests in flight, full batches wait for a slot while
+    the next ones are prepared, up to ``READ_AHEAD_ROWS`` rows of them (``_look``). Holds at most
+    ``batch_size × (parallel_requests + 1) + max(batch_size, READ_AHEAD_ROWS)`` rows. Each
+    output keeps its input's timestamp, windows and pane.
 
     The call site's ``before`` and ``after`` stages (the step's WHERE and its projection, see
     ``CallSite``) run here too: a row filtered before is never sent, and a scored row leaves
@@ -920,15 +928,16 @@ class ScoreRowsDoFn(ScoreBatchesDoFn):
 
     def _look(self) -> list:
         """The buffer reached ``_next_look`` rows: a full buffer becomes a batch, and batches are
-        sent while request slots are free. One full batch may wait for a slot while the next one
-        fills (checked every ``LOOK_EVERY`` rows meanwhile): the pipeline's thread goes on reading
-        rows instead of waiting for the endpoint, and only waits when a second batch is full."""
+        sent while request slots are free. Up to ``_ahead`` full batches may wait for a slot while
+        the next one fills (checked every ``LOOK_EVERY`` rows meanwhile): the pipeline's thread
+        goes on reading rows instead of waiting for the endpoint, and only waits when one more
+        batch is full."""
         if len(self._rows) >= self._batch_size:
             self._ready.append(self._cut())
         out = list(self._emit_done())
         ready = self._ready
-        while ready and (len(self._inflight) < self._parallel or len(ready) > 1):
-            out.extend(self._submit(*ready.popleft()))  # waits for a slot only when two batches are ready
+        while ready and (len(self._inflight) < self._parallel or len(ready) > self._ahead):
+            out.extend(self._submit(*ready.popleft()))  # waits for a slot only past _ahead batches
         self._next_look = min(self._batch_size, len(self._rows) + LOOK_EVERY) if ready else self._batch_size
         return out
 
