@@ -10,12 +10,14 @@ Shape of the pipeline segment (``ScoreRows``)::
   (they leave at once: passed through, or dead-lettered).
 * **Bounded input** (batch jobs): one DoFn, fused with whatever produced the rows, cuts batches
   of ``batch_size`` rows within each bundle, as Beam's ``BatchElements`` does, and sends each as
-  soon as it is full and a request slot is free (one full batch may wait for a slot while the
-  next fills); a bundle's last, partial batch leaves in ``finish_bundle``. Rows of
+  soon as it is full and a request slot is free (full batches, up to ``READ_AHEAD_ROWS`` rows of
+  them, may wait for a slot while the next fills); a bundle's last, partial batch leaves in
+  ``finish_bundle``. Rows of
   different windows share a request (the endpoint does not care); every row keeps its own
   timestamp and windows (unless nothing reads them: ``ScoreRowsUntimedDoFn``). Memory is
-  flat: at most two buffers plus ``parallel_requests`` requests of ``batch_size`` rows per DoFn
-  instance, whatever the input's size. (The earlier GroupByKey
+  flat: at most the buffer, ``READ_AHEAD_ROWS`` rows of waiting batches (at least one) and
+  ``parallel_requests`` requests of ``batch_size`` rows per DoFn instance, whatever the input's
+  size. (The earlier GroupByKey
   over the whole input held every row until the input ended; a stateful DoFn with an
   end-of-window flush lost a second call site's rows on the FnApiRunner; this path has neither.)
 * **The step around the call** (``CallSite.before``/``after``: its WHERE and its projection,
@@ -480,7 +482,6 @@ class ScoreBatchesDoFn(beam.DoFn):
         cfg = self._function.config
         self._batch_size = cfg.batch_size
         self._parallel = cfg.parallel_requests
-        self._ahead = max(1, READ_AHEAD_ROWS // cfg.batch_size)  # full batches that may wait for a slot
         self._client: ScoringClient = self._function.make_client(
             timing=self._timing, streaming=self._streaming).open()
         self._pool = ThreadPoolExecutor(max_workers=self._parallel,
@@ -835,6 +836,7 @@ class ScoreRowsDoFn(ScoreBatchesDoFn):
 
     def setup(self):
         super().setup()
+        self._ahead = max(1, READ_AHEAD_ROWS // self._batch_size)  # full batches that may wait for a slot
         prepare = self._prepare
         prepare.setup()
         self._prep = prepare.prepare
