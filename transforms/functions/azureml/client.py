@@ -318,7 +318,7 @@ class ScoringClient:
     def start_call(self, payloads: Sequence[Any]) -> FirstRequest | None:
         """Send a batch's first request without waiting for its answer (HTTP in the sender
         process only). None when it was not sent: no sender process, or a value JSON cannot
-        carry (``call`` finds which). Then ``finish_call``, or ``call(payloads, first)``.
+        carry (``call`` finds which). Then ``call(payloads, first)``: at once when ``answered_2xx``.
 
         The caller's thread does the encoding and one pipe write, and no other thread of this
         process runs for the request except the sender's answers' reader; ``call`` in a pool
@@ -337,19 +337,17 @@ class ScoringClient:
         progress.add("ml.in_flight", 1)
         return FirstRequest(body, start, pending)
 
-    def finish_call(self, payloads: Sequence[Any], first: FirstRequest) -> CallResult | None:
-        """``call(payloads, first)`` where nothing in it can wait or sleep: ``first`` was answered
-        with a 2xx (the rows scored, or a bad response). None otherwise (not answered yet, or a
-        failure to retry or isolate): ``call(payloads, first)`` then, where it may wait."""
+    def answered_2xx(self, first: FirstRequest) -> bool:
+        """True when ``first`` has been answered with a 2xx: ``call(payloads, first)`` then
+        neither waits nor sleeps (the rows are scored, or the response is bad). False when it is
+        not answered yet, or its answer is a failure to retry or isolate."""
         if not first.exchange.done():
-            return None
+            return False
         try:
             status = first.exchange.result().status
         except SenderClosed:
-            return None
-        if classify(status) is not Action.OK:
-            return None
-        return self.call(payloads, first)
+            return False
+        return classify(status) is Action.OK
 
     def _exchange(self, data: bytes) -> Exchange:
         """One POST of ``data``: in the sender process, or with requests in this thread."""

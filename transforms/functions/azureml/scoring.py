@@ -729,8 +729,11 @@ class ScoreBatchesDoFn(beam.DoFn):
                 return False
             total[0] = total[0] + res.stats
             if res.action is Action.OK:
-                for i, value in zip(idx, res.results, strict=True):
-                    out[i] = value
+                if len(idx) == len(out) == len(res.results):  # the whole batch (the common case): one copy
+                    out[:] = res.results
+                else:
+                    for i, value in zip(idx, res.results, strict=True):
+                        out[i] = value
                 isolation.observe(len(idx), 0)
                 return False
             if res.action is Action.SPLIT and len(idx) > 1:
@@ -784,7 +787,7 @@ class _SentHere:
         self._payloads = payloads
         self._first = first
         self._result: tuple[list, CallStats] | None = None
-        self._future = None  # the pool's, when the first answer was not a complete success
+        self._future = None  # the pool's, when the first answer was not a 2xx
 
     def done(self) -> bool:
         if self._result is None and self._future is None:
@@ -803,15 +806,11 @@ class _SentHere:
         return self._future.cancel() if self._future is not None else False
 
     def _resolve(self) -> None:
-        dofn, payloads = self._dofn, self._payloads
-        res = dofn._client.finish_call(payloads, self._first)
-        if res is None:  # to retry or isolate: where waiting is allowed
-            self._future = dofn._pool.submit(dofn.score, payloads, self._first)
-        elif res.action is Action.OK:
-            dofn._isolation.observe(len(payloads), 0)
-            self._result = (res.results, res.stats)
-        else:  # a 2xx that does not hold the results: the batch's rows fail, as in ``score``
-            self._result = ([_Failure(res.reason, res.message, res.status)] * len(payloads), res.stats)
+        dofn = self._dofn
+        if dofn._client.answered_2xx(self._first):  # nothing in score() waits: this thread
+            self._result = dofn.score(self._payloads, self._first)
+        else:  # to retry or isolate: where waiting is allowed
+            self._future = dofn._pool.submit(dofn.score, self._payloads, self._first)
 
 
 class ScoreRowsDoFn(ScoreBatchesDoFn):
