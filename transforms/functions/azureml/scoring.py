@@ -761,8 +761,13 @@ class ScoreBatchesDoFn(beam.DoFn):
 
         every = list(range(len(payloads)))
         m = len(every) if first is not None else isolation.first_part(len(every))
-        for lo in range(0, len(every), m):
-            run(every if m >= len(every) else every[lo:lo + m], first)
+        try:
+            for lo in range(0, len(every), m):
+                run(every if m >= len(every) else every[lo:lo + m], first)
+        finally:
+            # run and isolate refer to each other: a cycle that would keep the batch's rows
+            # alive until the next garbage collection instead of freeing them now
+            run = isolate = None  # noqa: F841
         return out, total[0]
 
 
